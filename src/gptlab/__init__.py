@@ -1,0 +1,64 @@
+"""gptlab: chapter 5 of *Build a Large Language Model (From Scratch)* as a reproducible study.
+
+The book's public names are exported here so the book's code runs against gptlab.
+"""
+
+from .checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+from .data import GPTDatasetV1, create_book_loaders, create_dataloader_v1, read_text, split_text
+from .device import select_device, set_threads
+from .generation import (
+    generate,
+    generate_text_simple,
+    print_sampled_tokens,
+    softmax_with_temperature,
+)
+from .losses import calc_loss_batch, calc_loss_loader, evaluate_model, perplexity
+from .model import GPT_CONFIG_124M, GPTModel, KVCache
+from .tokenizer import get_tokenizer, text_to_token_ids, token_ids_to_text
+from .training import (
+    TrainingInterrupted,
+    TrainState,
+    generate_and_print_sample,
+    train_model,
+    train_model_simple,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GPT_CONFIG_124M",
+    "CheckpointError",
+    "GPTDatasetV1",
+    "GPTModel",
+    "KVCache",
+    "TrainState",
+    "TrainingInterrupted",
+    "calc_loss_batch",
+    "calc_loss_loader",
+    "create_book_loaders",
+    "create_dataloader_v1",
+    "evaluate_model",
+    "generate",
+    "generate_and_print_sample",
+    "generate_text_simple",
+    "get_tokenizer",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "perplexity",
+    "print_sampled_tokens",
+    "read_text",
+    "save_checkpoint",
+    "select_device",
+    "set_threads",
+    "softmax_with_temperature",
+    "split_text",
+    "text_to_token_ids",
+    "token_ids_to_text",
+    "train_model",
+    "train_model_simple",
+]

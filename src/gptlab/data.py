@@ -1,0 +1,128 @@
+"""Corpus splitting and the book's sliding-window data loaders (chapter 2).
+
+The loaders are ordinary ``torch.utils.data.DataLoader`` objects that draw from
+PyTorch's global RNG exactly as the book's do. The shuffling sampler remembers
+the seed of each epoch's permutation, so training can stop mid-epoch and resume
+on the very same batch order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from .tokenizer import ENDOFTEXT, get_tokenizer
+
+
+class GPTDatasetV1(Dataset):
+    """Input/target windows of ``max_length`` tokens, every ``stride`` tokens."""
+
+    def __init__(self, txt, tokenizer, max_length, stride):
+        if max_length < 1 or stride < 1:
+            raise ValueError(f"max_length={max_length} and stride={stride} must be >= 1")
+        token_ids = torch.tensor(tokenizer.encode(txt, allowed_special={ENDOFTEXT}))
+        starts = range(0, len(token_ids) - max_length, stride)
+        self.input_ids = [token_ids[i : i + max_length] for i in starts]
+        self.target_ids = [token_ids[i + 1 : i + max_length + 1] for i in starts]
+
+    def __len__(self):
+        return len(self.input_ids)
+
+    def __getitem__(self, idx):
+        return self.input_ids[idx], self.target_ids[idx]
+
+
+class ResumableRandomSampler(RandomSampler):
+    """``RandomSampler`` that records each epoch's seed and can replay it.
+
+    Without a resume request it consumes the global RNG exactly as
+    ``RandomSampler`` does (one int64 draw per epoch), so book runs stay
+    bit-identical. ``resume_from(seed, offset)`` makes the next iteration
+    reuse ``seed`` (drawing nothing) and skip the first ``offset`` samples.
+    """
+
+    def __init__(self, data_source):
+        super().__init__(data_source)
+        self.last_seed: int | None = None
+        self._resume: tuple[int, int] | None = None
+
+    def resume_from(self, seed: int, offset: int) -> None:
+        self._resume = (int(seed), int(offset))
+
+    def __iter__(self):
+        if self._resume is not None:
+            seed, offset = self._resume
+            self._resume = None
+        else:
+            seed, offset = int(torch.empty((), dtype=torch.int64).random_().item()), 0
+        self.last_seed = seed
+        generator = torch.Generator()
+        generator.manual_seed(seed)
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()[offset:]
+
+
+def create_dataloader_v1(
+    txt,
+    batch_size=4,
+    max_length=256,
+    stride=128,
+    shuffle=True,
+    drop_last=True,
+    num_workers=0,
+    tokenizer=None,
+):
+    tokenizer = tokenizer or get_tokenizer()
+    dataset = GPTDatasetV1(txt, tokenizer, max_length, stride)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=ResumableRandomSampler(dataset) if shuffle else None,
+        drop_last=drop_last,
+        num_workers=num_workers,
+    )
+
+
+def read_text(path) -> str:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus file {path} does not exist; set the corpus path to a text file")
+    return path.read_text(encoding="utf-8")
+
+
+def split_text(text: str, train_ratio: float = 0.90) -> tuple[str, str]:
+    """Split by characters, as the book does: first ``train_ratio`` for training."""
+    if not 0.0 < train_ratio < 1.0:
+        raise ValueError(f"train_ratio={train_ratio} must be strictly between 0 and 1")
+    split_idx = int(train_ratio * len(text))
+    return text[:split_idx], text[split_idx:]
+
+
+def create_book_loaders(
+    text: str,
+    train_ratio: float = 0.90,
+    batch_size: int = 2,
+    max_length: int = 256,
+    stride: int = 256,
+    seed: int | None = 123,
+    tokenizer=None,
+):
+    """The chapter-5 train/val loaders (seeded as in the book before creating them)."""
+    train_data, val_data = split_text(text, train_ratio)
+    if seed is not None:
+        torch.manual_seed(seed)
+    common = dict(batch_size=batch_size, max_length=max_length, stride=stride, tokenizer=tokenizer)
+    train_loader = create_dataloader_v1(train_data, drop_last=True, shuffle=True, **common)
+    val_loader = create_dataloader_v1(val_data, drop_last=False, shuffle=False, **common)
+    if len(train_loader) == 0:
+        raise ValueError(
+            f"the training split ({len(train_data)} characters) yields no batch of {batch_size} "
+            f"windows of {max_length} tokens: lower max_length/batch_size or raise train_ratio"
+        )
+    if len(val_loader) == 0:
+        raise ValueError(
+            f"the validation split ({len(val_data)} characters) yields no window of {max_length} "
+            "tokens: lower max_length or train_ratio"
+        )
+    return train_loader, val_loader

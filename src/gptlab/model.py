@@ -1,0 +1,213 @@
+"""The book's GPT model (chapter 4), readable in one file.
+
+Sub-module names, parameter names and the order in which parameters are
+created match the book, so ``torch.manual_seed(123); GPTModel(cfg)`` yields the
+book's initial weights and the book's state dicts load unchanged.
+
+Beyond the book: an optional key/value cache (``KVCache``) for fast decoding.
+With ``cache=None`` the forward pass is the book's, operation for operation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+CONFIG_KEYS = (
+    "vocab_size",
+    "context_length",
+    "emb_dim",
+    "n_heads",
+    "n_layers",
+    "drop_rate",
+    "qkv_bias",
+)
+
+GPT_CONFIG_124M = {
+    "vocab_size": 50257,  # Vocabulary size
+    "context_length": 256,  # Shortened context length (orig: 1024)
+    "emb_dim": 768,  # Embedding dimension
+    "n_heads": 12,  # Number of attention heads
+    "n_layers": 12,  # Number of layers
+    "drop_rate": 0.1,  # Dropout rate
+    "qkv_bias": False,  # Query-key-value bias
+}
+
+
+def validate_config(cfg: dict) -> dict:
+    """Return ``cfg`` restricted to the model keys, or raise naming what is wrong."""
+    missing = [k for k in CONFIG_KEYS if k not in cfg]
+    if missing:
+        raise ValueError(f"model config is missing {missing}; it needs all of {list(CONFIG_KEYS)}")
+    for key in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
+            raise ValueError(f"model config {key}={cfg[key]!r} must be a positive integer")
+    if cfg["emb_dim"] % cfg["n_heads"]:
+        raise ValueError(
+            f"model config emb_dim={cfg['emb_dim']} must be divisible by n_heads={cfg['n_heads']}"
+        )
+    if not 0.0 <= float(cfg["drop_rate"]) < 1.0:
+        raise ValueError(f"model config drop_rate={cfg['drop_rate']!r} must be in [0, 1)")
+    return {k: cfg[k] for k in CONFIG_KEYS}
+
+
+class KVCache:
+    """Pre-allocated keys and values of every layer for incremental decoding."""
+
+    def __init__(self, cfg: dict, batch_size: int, max_len: int, device=None, dtype=None):
+        head_dim = cfg["emb_dim"] // cfg["n_heads"]
+        shape = (batch_size, cfg["n_heads"], max_len, head_dim)
+        self.keys = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg["n_layers"])]
+        self.values = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg["n_layers"])]
+        self.max_len = max_len
+        self.pos = 0  # number of positions already stored
+
+    def reset(self) -> None:
+        self.pos = 0
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
+        super().__init__()
+        assert d_out % num_heads == 0, "d_out must be divisible by num_heads"
+        self.d_out = d_out
+        self.num_heads = num_heads
+        self.head_dim = d_out // num_heads
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.out_proj = nn.Linear(d_out, d_out)
+        self.dropout = nn.Dropout(dropout)
+        self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1))
+
+    def forward(self, x, cache: KVCache | None = None, layer: int = 0):
+        b, num_tokens, _ = x.shape
+        keys = self.W_key(x)
+        queries = self.W_query(x)
+        values = self.W_value(x)
+
+        keys = keys.view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
+        queries = queries.view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
+        values = values.view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
+
+        start = 0
+        if cache is not None:
+            start = cache.pos
+            end = start + num_tokens
+            cache.keys[layer][:, :, start:end] = keys
+            cache.values[layer][:, :, start:end] = values
+            keys = cache.keys[layer][:, :, :end]
+            values = cache.values[layer][:, :, :end]
+
+        attn_scores = queries @ keys.transpose(2, 3)
+        mask_bool = self.mask.bool()[start : start + num_tokens, : start + num_tokens]
+        attn_scores.masked_fill_(mask_bool, -torch.inf)
+        attn_weights = torch.softmax(attn_scores / keys.shape[-1] ** 0.5, dim=-1)
+        attn_weights = self.dropout(attn_weights)
+
+        context_vec = (attn_weights @ values).transpose(1, 2)
+        context_vec = context_vec.contiguous().view(b, num_tokens, self.d_out)
+        return self.out_proj(context_vec)
+
+
+class LayerNorm(nn.Module):
+    def __init__(self, emb_dim):
+        super().__init__()
+        self.eps = 1e-5
+        self.scale = nn.Parameter(torch.ones(emb_dim))
+        self.shift = nn.Parameter(torch.zeros(emb_dim))
+
+    def forward(self, x):
+        mean = x.mean(dim=-1, keepdim=True)
+        var = x.var(dim=-1, keepdim=True, unbiased=False)
+        norm_x = (x - mean) / torch.sqrt(var + self.eps)
+        return self.scale * norm_x + self.shift
+
+
+class GELU(nn.Module):
+    def forward(self, x):
+        return (
+            0.5
+            * x
+            * (1 + torch.tanh(torch.sqrt(torch.tensor(2.0 / torch.pi)) * (x + 0.044715 * torch.pow(x, 3))))
+        )
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(cfg["emb_dim"], 4 * cfg["emb_dim"]),
+            GELU(),
+            nn.Linear(4 * cfg["emb_dim"], cfg["emb_dim"]),
+        )
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.att = MultiHeadAttention(
+            d_in=cfg["emb_dim"],
+            d_out=cfg["emb_dim"],
+            context_length=cfg["context_length"],
+            num_heads=cfg["n_heads"],
+            dropout=cfg["drop_rate"],
+            qkv_bias=cfg["qkv_bias"],
+        )
+        self.ff = FeedForward(cfg)
+        self.norm1 = LayerNorm(cfg["emb_dim"])
+        self.norm2 = LayerNorm(cfg["emb_dim"])
+        self.drop_shortcut = nn.Dropout(cfg["drop_rate"])
+
+    def forward(self, x, cache: KVCache | None = None, layer: int = 0):
+        shortcut = x
+        x = self.norm1(x)
+        x = self.att(x, cache, layer)
+        x = self.drop_shortcut(x)
+        x = x + shortcut
+
+        shortcut = x
+        x = self.norm2(x)
+        x = self.ff(x)
+        x = self.drop_shortcut(x)
+        return x + shortcut
+
+
+class GPTModel(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = validate_config(cfg)
+        self.tok_emb = nn.Embedding(cfg["vocab_size"], cfg["emb_dim"])
+        self.pos_emb = nn.Embedding(cfg["context_length"], cfg["emb_dim"])
+        self.drop_emb = nn.Dropout(cfg["drop_rate"])
+        self.trf_blocks = nn.Sequential(*[TransformerBlock(cfg) for _ in range(cfg["n_layers"])])
+        self.final_norm = LayerNorm(cfg["emb_dim"])
+        self.out_head = nn.Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
+
+    def forward(self, in_idx, cache: KVCache | None = None):
+        _, seq_len = in_idx.shape
+        start = 0 if cache is None else cache.pos
+        if start + seq_len > self.cfg["context_length"]:
+            raise ValueError(
+                f"sequence of {start + seq_len} tokens exceeds context_length="
+                f"{self.cfg['context_length']}; crop the input to the last "
+                f"{self.cfg['context_length']} tokens"
+            )
+        tok_embeds = self.tok_emb(in_idx)
+        pos_embeds = self.pos_emb(torch.arange(start, start + seq_len, device=in_idx.device))
+        x = self.drop_emb(tok_embeds + pos_embeds)
+        if cache is None:
+            x = self.trf_blocks(x)
+        else:
+            for i, block in enumerate(self.trf_blocks):
+                x = block(x, cache, i)
+            cache.pos += seq_len
+        x = self.final_norm(x)
+        return self.out_head(x)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
