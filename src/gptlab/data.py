@@ -75,6 +75,11 @@ def create_dataloader_v1(
 ):
     tokenizer = tokenizer or get_tokenizer()
     dataset = GPTDatasetV1(txt, tokenizer, max_length, stride)
+    if shuffle and len(dataset) == 0:
+        raise ValueError(
+            f"the training text yields no window of max_length={max_length} tokens: "
+            "use a longer text or a smaller max_length"
+        )
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -113,11 +118,14 @@ def create_book_loaders(
     if seed is not None:
         torch.manual_seed(seed)
     common = dict(batch_size=batch_size, max_length=max_length, stride=stride, tokenizer=tokenizer)
-    train_loader = create_dataloader_v1(train_data, drop_last=True, shuffle=True, **common)
+    try:
+        train_loader = create_dataloader_v1(train_data, drop_last=True, shuffle=True, **common)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (training split of {len(train_data)} characters)") from None
     val_loader = create_dataloader_v1(val_data, drop_last=False, shuffle=False, **common)
     if len(train_loader) == 0:
         raise ValueError(
-            f"the training split ({len(train_data)} characters) yields no batch of {batch_size} "
+            f"the training split ({len(train_data)} characters) yields no full batch of {batch_size} "
             f"windows of {max_length} tokens: lower max_length/batch_size or raise train_ratio"
         )
     if len(val_loader) == 0:

@@ -91,3 +91,15 @@ def text_to_token_ids(text, tokenizer):
 def token_ids_to_text(token_ids, tokenizer):
     flat = token_ids.squeeze(0)  # remove batch dimension
     return tokenizer.decode(flat.tolist())
+
+
+def seed_tiktoken_cache(cache_dir) -> Path:
+    """Place the verified GPT-2 files in a tiktoken cache so ``tiktoken.get_encoding("gpt2")``
+    (and the book's own code, which calls it) works offline with ``TIKTOKEN_CACHE_DIR=cache_dir``."""
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    base = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
+    for name, sha in (("vocab.bpe", VOCAB_BPE_SHA256), ("encoder.json", ENCODER_JSON_SHA256)):
+        data = _verified_bytes(_default_data_dir() / name, sha)
+        (cache / hashlib.sha1((base + name).encode()).hexdigest()).write_bytes(data)
+    return cache

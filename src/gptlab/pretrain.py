@@ -1,0 +1,168 @@
+"""Pretraining runs as the pipeline uses them: seeded, checkpointed, resumable.
+
+``pretrain`` sets everything up the way chapter 5 does (seed before the
+loaders, seed again before the model, AdamW) and then drives
+``training.train_model``. With a ``work_dir`` it writes an intermediate
+checkpoint after every epoch and when interrupted (SIGTERM/SIGINT), and picks
+up from the newest one on the next call, so a killed job loses at most the
+work since the last step.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CheckpointError, load_checkpoint, load_into, restore_rng_state, save_checkpoint
+from .data import create_book_loaders
+from .model import GPTModel
+from .tokenizer import get_tokenizer
+from .training import TrainState, stop_on_signals, train_model
+
+LATEST = "latest.pt"
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def pretrain(
+    text: str,
+    *,
+    model_config: dict,
+    num_epochs: int,
+    train_ratio: float = 0.90,
+    batch_size: int = 2,
+    max_length: int | None = None,
+    stride: int | None = None,
+    seed: int = 123,
+    learning_rate: float = 0.0004,
+    weight_decay: float = 0.1,
+    eval_freq: int = 5,
+    eval_iter: int = 5,
+    start_context: str = "Every effort moves you",
+    device="cpu",
+    work_dir=None,
+    resume_from=None,
+    resume_mode: str = "exact",
+    progress: bool = True,
+):
+    """Train the book's GPT on ``text``; return ``(model, optimizer, state, train_config)``.
+
+    ``num_epochs`` is the total number of epochs the run should have completed.
+    ``resume_from`` names a checkpoint to continue from:
+    ``resume_mode="exact"`` restores everything (RNG, data order, step counters,
+    history) so the result equals an uninterrupted run of ``num_epochs``;
+    ``resume_mode="book"`` continues as the book's exercise 5.4 solution does:
+    model and optimizer only, loaders rebuilt and re-seeded, counters from zero,
+    ``num_epochs`` more epochs.
+    ``work_dir`` holds intermediate checkpoints (``latest.pt``); if one exists,
+    training continues from it.
+    """
+    if resume_mode not in ("exact", "book"):
+        raise ValueError(f"resume_mode={resume_mode!r} must be 'exact' or 'book'")
+    if num_epochs < 1:
+        raise ValueError(f"num_epochs={num_epochs} must be >= 1")
+    for name, value in (("eval_freq", eval_freq), ("eval_iter", eval_iter), ("batch_size", batch_size)):
+        if value < 1:
+            raise ValueError(f"{name}={value} must be >= 1")
+    max_length = max_length or model_config["context_length"]
+    stride = stride or max_length
+    if max_length > model_config["context_length"]:
+        raise ValueError(
+            f"max_length={max_length} exceeds the model's context_length={model_config['context_length']}"
+        )
+    device = torch.device(device)
+    tokenizer = get_tokenizer()
+    train_config = dict(
+        num_epochs=num_epochs,
+        train_ratio=train_ratio,
+        batch_size=batch_size,
+        max_length=max_length,
+        stride=stride,
+        seed=seed,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        eval_freq=eval_freq,
+        eval_iter=eval_iter,
+        start_context=start_context,
+    )
+
+    train_loader, val_loader = create_book_loaders(
+        text, train_ratio, batch_size, max_length, stride, seed=seed, tokenizer=tokenizer
+    )
+    torch.manual_seed(seed)
+    model = GPTModel(model_config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    state = TrainState()
+
+    latest = Path(work_dir) / LATEST if work_dir else None
+    if latest is not None and latest.exists():
+        try:
+            ckpt = load_checkpoint(latest, map_location=device, model_config=model_config)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc}\n(intermediate checkpoint; delete {latest} to start over)") from exc
+        if _settings(ckpt.get("train_config", {})) != _settings(train_config):
+            raise CheckpointError(
+                f"intermediate checkpoint {latest} was made with other training settings "
+                f"({ckpt.get('train_config')}); delete it to start over with {train_config}"
+            )
+        _log(f"resuming from intermediate checkpoint {latest}")
+        _restore_exact(ckpt, model, optimizer)
+        state = TrainState.from_dict(ckpt["train_state"])
+    elif resume_from is not None:
+        ckpt = load_checkpoint(resume_from, map_location=device, model_config=model_config)
+        load_into(ckpt, model, optimizer)
+        if resume_mode == "exact":
+            if "rng_state" not in ckpt:
+                raise CheckpointError(
+                    f"{resume_from} holds only model and optimizer (the book's format): "
+                    "use resume_mode='book' to continue from it"
+                )
+            _restore_exact(ckpt, model, optimizer)
+            state = TrainState.from_dict(ckpt["train_state"])
+            if state.epoch >= num_epochs:
+                raise ValueError(
+                    f"{resume_from} has already completed {state.epoch} epochs; "
+                    f"num_epochs={num_epochs} must be larger to train further"
+                )
+        else:  # the book's way: re-seed and rebuild the loaders, count from zero
+            train_loader, val_loader = create_book_loaders(
+                text, train_ratio, batch_size, max_length, stride, seed=seed, tokenizer=tokenizer
+            )
+
+    def save(st: TrainState) -> None:
+        if latest is not None:
+            save_checkpoint(latest, model, optimizer, st.to_dict(), train_config)
+
+    with stop_on_signals() as should_stop:
+        state = train_model(
+            model,
+            train_loader,
+            val_loader,
+            optimizer,
+            device,
+            num_epochs,
+            eval_freq,
+            eval_iter,
+            start_context,
+            tokenizer,
+            state=state,
+            on_epoch_end=save,
+            should_stop=should_stop,
+            on_stop=save,
+            progress=progress,
+        )
+    return model, optimizer, state, train_config
+
+
+def _settings(train_config: dict) -> dict:
+    """Training settings that must match to continue a run (its length may grow)."""
+    return {k: v for k, v in train_config.items() if k != "num_epochs"}
+
+
+def _restore_exact(ckpt: dict, model, optimizer) -> None:
+    load_into(ckpt, model, optimizer)
+    restore_rng_state(ckpt["rng_state"])
