@@ -96,7 +96,8 @@ def test_sigterm_mid_epoch_then_rerun_is_bit_identical(tmp_path, text_file, tiny
     stdout = proc.stdout.read()
     proc.wait(timeout=120)
     assert proc.returncode == 3, proc.stderr.read()[-2000:]
-    latest = load_checkpoint(work / "latest.pt")
+    (latest_path,) = work.glob("latest-*.pt")
+    latest = load_checkpoint(latest_path)
     stopped_at = latest["train_state"]["global_step"]
     assert 0 <= stopped_at and latest["train_state"]["epoch"] < 3 and not (out / "final.pt").exists()
     rerun_stdout = finish(run(cfg, out))

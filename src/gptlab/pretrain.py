@@ -10,6 +10,8 @@ work since the last step.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -21,7 +23,6 @@ from .model import GPTModel
 from .tokenizer import get_tokenizer
 from .training import TrainState, stop_on_signals, train_model
 
-LATEST = "latest.pt"
 
 
 def _log(msg: str) -> None:
@@ -58,8 +59,9 @@ def pretrain(
     ``resume_mode="book"`` continues as the book's exercise 5.4 solution does:
     model and optimizer only, loaders rebuilt and re-seeded, counters from zero,
     ``num_epochs`` more epochs.
-    ``work_dir`` holds intermediate checkpoints (``latest.pt``); if one exists,
-    training continues from it.
+    ``work_dir`` holds intermediate checkpoints, one per set of settings
+    (``latest-<digest>.pt``); if one exists for these settings, training
+    continues from it (also towards a larger ``num_epochs``).
     """
     if resume_mode not in ("exact", "book"):
         raise ValueError(f"resume_mode={resume_mode!r} must be 'exact' or 'book'")
@@ -98,18 +100,13 @@ def pretrain(
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
     state = TrainState()
 
-    latest = Path(work_dir) / LATEST if work_dir else None
+    latest = intermediate_checkpoint(work_dir, model_config, train_config, resume_from, resume_mode)
     if latest is not None and latest.exists():
         try:
             ckpt = load_checkpoint(latest, map_location=device, model_config=model_config)
         except CheckpointError as exc:
             raise CheckpointError(f"{exc}\n(intermediate checkpoint; delete {latest} to start over)") from exc
-        if _settings(ckpt.get("train_config", {})) != _settings(train_config):
-            raise CheckpointError(
-                f"intermediate checkpoint {latest} was made with other training settings "
-                f"({ckpt.get('train_config')}); delete it to start over with {train_config}"
-            )
-        _log(f"resuming from intermediate checkpoint {latest}")
+        _log(f"continuing from intermediate checkpoint {latest} (epoch {ckpt['train_state']['epoch']})")
         _restore_exact(ckpt, model, optimizer)
         state = TrainState.from_dict(ckpt["train_state"])
     elif resume_from is not None:
@@ -158,9 +155,18 @@ def pretrain(
     return model, optimizer, state, train_config
 
 
-def _settings(train_config: dict) -> dict:
-    """Training settings that must match to continue a run (its length may grow)."""
-    return {k: v for k, v in train_config.items() if k != "num_epochs"}
+def intermediate_checkpoint(work_dir, model_config, train_config, resume_from, resume_mode) -> Path | None:
+    """Path of the intermediate checkpoint for these settings (any ``num_epochs``)."""
+    if work_dir is None:
+        return None
+    key = {
+        "model": model_config,
+        "train": {k: v for k, v in train_config.items() if k != "num_epochs"},
+        "resume_from": str(resume_from) if resume_from else None,
+        "resume_mode": resume_mode,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(work_dir) / f"latest-{digest}.pt"
 
 
 def _restore_exact(ckpt: dict, model, optimizer) -> None:

@@ -1,0 +1,51 @@
+"""Writing tidy artifacts: CSV/JSON written atomically, with a metadata sidecar.
+
+Every table the study writes gets ``<name>.meta.json`` beside it: the settings
+that produced it, the seed, the models, and the library versions, so a report
+(or a reader years later) knows exactly where each number came from.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from .checkpoint import atomic_write
+
+_PACKAGES = ("gptlab", "torch", "tiktoken", "numpy", "pandas")
+
+
+def library_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def write_json(obj, path) -> Path:
+    path = Path(path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
+    return path
+
+
+def sidecar_path(path) -> Path:
+    path = Path(path)
+    return path.with_name(path.stem + ".meta.json")
+
+
+def write_table(df: pd.DataFrame, path, metadata: dict | None = None) -> Path:
+    """Write ``df`` as CSV (no index) and its metadata sidecar, both atomically."""
+    path = Path(path)
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+    write_json(
+        {"columns": list(df.columns), "rows": len(df), **(metadata or {}), "versions": library_versions()},
+        sidecar_path(path),
+    )
+    return path

@@ -1,0 +1,178 @@
+"""The pretraining steps of the study, from files to files (called by the pipeline's scripts).
+
+Each function takes plain paths and settings, runs one step and writes its
+artifacts atomically:
+
+- ``run_pretraining``: corpus → final checkpoint, loss history, per-epoch samples
+- ``run_resume``: checkpoint → one more epoch (exercise 5.4), checkpoint and history
+- ``verify_resume``: resumed vs uninterrupted run → a verification JSON
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from .artifacts import write_json, write_table
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import read_text
+from .device import select_device, set_threads
+from .pretrain import pretrain
+from .training import TrainState
+
+HISTORY_COLUMNS = ["run", "epoch", "global_step", "tokens_seen", "train_loss", "val_loss"]
+
+
+def _runs(epochs, run: str, resumed_after: int | None) -> list[str]:
+    if resumed_after is None:
+        return [run] * len(epochs)
+    return ["resume" if e > resumed_after else run for e in epochs]
+
+
+def history_frame(state: TrainState, run: str, resumed_after: int | None = None) -> pd.DataFrame:
+    """One row per evaluation: the book's ``train_losses``/``val_losses``/``tokens_seen``.
+
+    ``run`` labels the rows; with ``resumed_after`` (an epoch), rows of later
+    epochs are labelled ``resume``.
+    """
+    return pd.DataFrame(
+        {
+            "run": _runs(state.eval_epochs, run, resumed_after),
+            "epoch": state.eval_epochs,
+            "global_step": state.eval_steps,
+            "tokens_seen": state.track_tokens_seen,
+            "train_loss": state.train_losses,
+            "val_loss": state.val_losses,
+        },
+        columns=HISTORY_COLUMNS,
+    )
+
+
+def samples_frame(state: TrainState, run: str, resumed_after: int | None = None) -> pd.DataFrame:
+    """One row per epoch: the greedy sample printed after it."""
+    epochs = list(range(1, len(state.samples) + 1))
+    return pd.DataFrame({"run": _runs(epochs, run, resumed_after), "epoch": epochs, "text": state.samples})
+
+
+def _train(corpus, *, model_config, data, training, device, threads, work_dir, resume_from=None, **kw):
+    set_threads(threads)
+    device = select_device(device)
+    text = read_text(corpus)
+    return pretrain(
+        text,
+        model_config=model_config,
+        train_ratio=data["train_ratio"],
+        batch_size=data["batch_size"],
+        max_length=data["max_length"],
+        stride=data["stride"],
+        seed=training["seed"],
+        learning_rate=training["learning_rate"],
+        weight_decay=training["weight_decay"],
+        eval_freq=training["eval_freq"],
+        eval_iter=training["eval_iter"],
+        start_context=training["start_context"],
+        device=device,
+        work_dir=work_dir,
+        resume_from=resume_from,
+        **kw,
+    )
+
+
+def run_pretraining(
+    corpus,
+    checkpoint,
+    history,
+    samples,
+    *,
+    model_config: dict,
+    data: dict,
+    training: dict,
+    num_epochs: int | None = None,
+    run_name: str = "pretrain",
+    device: str = "auto",
+    threads: int | None = None,
+    work_dir=None,
+) -> TrainState:
+    """Pretrain from scratch (continuing from ``work_dir`` after an interruption)."""
+    num_epochs = num_epochs or training["num_epochs"]
+    model, optimizer, state, train_config = _train(
+        corpus,
+        model_config=model_config,
+        data=data,
+        training=training,
+        device=device,
+        threads=threads,
+        work_dir=work_dir,
+        num_epochs=num_epochs,
+    )
+    _write_run(model, optimizer, state, train_config, checkpoint, history, samples, run_name)
+    return state
+
+
+def run_resume(
+    corpus,
+    from_checkpoint,
+    checkpoint,
+    history,
+    samples,
+    *,
+    model_config: dict,
+    data: dict,
+    training: dict,
+    extra_epochs: int = 1,
+    device: str = "auto",
+    threads: int | None = None,
+    work_dir=None,
+) -> TrainState:
+    """Exercise 5.4: restore model, optimizer and everything else; train ``extra_epochs`` more."""
+    done = load_checkpoint(from_checkpoint, model_config=model_config)["train_state"]["epoch"]
+    model, optimizer, state, train_config = _train(
+        corpus,
+        model_config=model_config,
+        data=data,
+        training=training,
+        device=device,
+        threads=threads,
+        work_dir=work_dir,
+        resume_from=from_checkpoint,
+        num_epochs=done + extra_epochs,
+    )
+    _write_run(model, optimizer, state, train_config, checkpoint, history, samples, "pretrain", done)
+    return state
+
+
+def _write_run(
+    model, optimizer, state, train_config, checkpoint, history, samples, run_name, resumed_after=None
+):
+    save_checkpoint(checkpoint, model, optimizer, state.to_dict(), train_config)
+    meta = {"run": run_name, "resumed_after_epoch": resumed_after, "model_config": dict(model.cfg)}
+    meta["train_config"] = train_config
+    write_table(history_frame(state, run_name, resumed_after), history, meta)
+    write_table(samples_frame(state, run_name, resumed_after), samples, meta)
+
+
+def verify_resume(resumed_checkpoint, uninterrupted_checkpoint, out_json) -> dict:
+    """Compare a resumed run with an uninterrupted one of the same length, bit for bit."""
+    a = load_checkpoint(resumed_checkpoint)
+    b = load_checkpoint(uninterrupted_checkpoint)
+    sa, sb = a["train_state"], b["train_state"]
+    differing = [
+        name
+        for name in b["model_state_dict"]
+        if not torch.equal(a["model_state_dict"][name], b["model_state_dict"][name])
+    ]
+    history_keys = ("train_losses", "val_losses", "track_tokens_seen", "eval_steps", "global_step", "samples")
+    result = {
+        "resumed_checkpoint": str(resumed_checkpoint),
+        "uninterrupted_checkpoint": str(uninterrupted_checkpoint),
+        "epochs": sb["epoch"],
+        "global_step": sb["global_step"],
+        "history_identical": {k: sa[k] == sb[k] for k in history_keys},
+        "parameters_compared": len(b["model_state_dict"]),
+        "parameters_differing": differing,
+        "final_train_loss": {"resumed": sa["train_losses"][-1], "uninterrupted": sb["train_losses"][-1]},
+        "final_val_loss": {"resumed": sa["val_losses"][-1], "uninterrupted": sb["val_losses"][-1]},
+    }
+    result["identical"] = all(result["history_identical"].values()) and not differing
+    write_json(result, out_json)
+    return result

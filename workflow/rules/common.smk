@@ -1,0 +1,60 @@
+# Config validation and target helpers shared by every rule file.
+import os
+from pathlib import Path
+
+from snakemake.utils import validate
+
+# Jobs import the project's library from this checkout, whichever environment
+# (venv, conda, cluster node) runs them.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")])
+)
+
+
+validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+
+
+def config_error(key, message):
+    raise ValueError(f"config error at {key}: {message}")
+
+
+# Checks JSON Schema cannot express; they run before any job starts.
+if config["data"]["max_length"] > config["model"]["context_length"]:
+    config_error(
+        "data.max_length",
+        f"{config['data']['max_length']} exceeds model.context_length="
+        f"{config['model']['context_length']}; lower data.max_length",
+    )
+if config["model"]["emb_dim"] % config["model"]["n_heads"]:
+    config_error(
+        "model.n_heads",
+        f"{config['model']['n_heads']} does not divide model.emb_dim={config['model']['emb_dim']}",
+    )
+if config["corpus"]["local_path"] and not Path(config["corpus"]["local_path"]).is_file():
+    config_error(
+        "corpus.local_path",
+        f"{config['corpus']['local_path']} is not a file; fix the path or set it to null to download",
+    )
+
+LOGS = "results/logs"
+BENCH = "results/benchmarks"
+
+
+def corpus_urls():
+    """The local copy (as a file:// URL) when configured, else the download URL."""
+    local = config["corpus"]["local_path"]
+    return [Path(local).resolve().as_uri()] if local else [config["corpus"]["url"]]
+
+
+def train_epochs_total():
+    return config["training"]["num_epochs"] + config["resume"]["extra_epochs"]
+
+
+def all_targets():
+    targets = [
+        "results/pretrain/checkpoint.pt",
+        "results/resume/checkpoint.pt",
+    ]
+    if config["resume"]["verify"]:
+        targets.append("results/resume/verification.json")
+    return targets

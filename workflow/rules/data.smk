@@ -1,0 +1,17 @@
+# Downloads run on the submitting host: cluster compute nodes often have no internet.
+localrules:
+    download_corpus,
+
+
+rule download_corpus:
+    output:
+        "results/data/corpus.txt",
+    params:
+        urls=corpus_urls(),
+        sha256=config["corpus"]["sha256"],
+    log:
+        f"{LOGS}/download_corpus.log",
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/download_corpus.py"
