@@ -24,6 +24,9 @@ import torch
 
 from .model import GPTModel, validate_config
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 FORMAT = "gptlab-checkpoint"
 VERSION = 1
 
@@ -51,6 +54,7 @@ def atomic_write(path, write_fn) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         write_fn(Path(tmp))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())

@@ -50,11 +50,24 @@ def train_epochs_total():
     return config["training"]["num_epochs"] + config["resume"]["extra_epochs"]
 
 
+# Report notebook → the artifacts it reads (its papermill parameters).
+REPORT_INPUTS = {
+    "ex5_4_resume": {
+        "history_csv": "results/resume/history.csv",
+        "samples_csv": "results/resume/samples.csv",
+        "verification_json": "results/resume/verification.json" if config["resume"]["verify"] else "",
+        "losses_png": "results/figures/losses.png",
+    },
+}
+
+
 def all_targets():
     targets = [
         "results/pretrain/checkpoint.pt",
         "results/resume/checkpoint.pt",
+        "results/figures/losses.png",
     ]
+    targets += expand("results/reports/{report}.html", report=REPORT_INPUTS)
     if config["resume"]["verify"]:
         targets.append("results/resume/verification.json")
     return targets

@@ -110,3 +110,24 @@ rule verify_resume:
         "../../envs/torch.yaml"
     script:
         "../scripts/verify_resume.py"
+
+
+rule plot_losses:
+    input:
+        history="results/resume/history.csv",
+    output:
+        png=report(
+            "results/figures/losses.png",
+            caption="../report/losses.rst",
+            category="5.4 Resume training",
+        ),
+        pdf="results/figures/losses.pdf",
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        f"{LOGS}/plot_losses.log",
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/plot_losses.py"

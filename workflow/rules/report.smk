@@ -1,0 +1,29 @@
+# One parameterised notebook per exercise, executed by papermill on the artifacts alone.
+
+
+rule render_report:
+    input:
+        notebook="workflow/notebooks/{report}.ipynb",
+        artifacts=lambda wc: [path for path in REPORT_INPUTS[wc.report].values() if path],
+    output:
+        ipynb="results/reports/{report}.ipynb",
+        html=report(
+            "results/reports/{report}.html",
+            caption="../report/reports.rst",
+            category="Reports",
+            labels={"report": "{report}"},
+        ),
+    params:
+        parameters=lambda wc: REPORT_INPUTS[wc.report],
+        kernel=config["reports"]["kernel"],
+    wildcard_constraints:
+        report="|".join(REPORT_INPUTS),
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    log:
+        f"{LOGS}/report_{{report}}.log",
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/render_report.py"
