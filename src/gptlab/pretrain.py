@@ -24,7 +24,6 @@ from .tokenizer import get_tokenizer
 from .training import TrainState, stop_on_signals, train_model
 
 
-
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 

