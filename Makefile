@@ -23,7 +23,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -m ''
 
 run: $(STAMP)
-	$(VENV)/bin/snakemake --cores all
+	$(VENV)/bin/snakemake --workflow-profile workflow/profiles/default
 
 reproduce-book: $(STAMP)
 	$(PY) -m gptlab.book --corpus ../shared/data/the-verdict.txt
