@@ -94,6 +94,7 @@ class SnakemakeRun:
 @dataclass
 class SlurmCluster:
     node: str
+    cpus: int  # CPUs of the single node: no job may ask for more
     started_here: bool
 
     def snakemake(
@@ -107,9 +108,10 @@ class SlurmCluster:
         """Run `snakemake --executor slurm --workflow-profile workflow/profiles/slurm` in `workdir`.
 
         Adds what this cluster needs on top of the profile: status through squeue with a short first
-        check, partition `debug`, a test account, successful jobs' logs kept. `resources` updates the
-        profile's default resources. The run is wrapped in `timeout -k`: a Snakemake waiting on job
-        status it can never get ignores SIGTERM.
+        check, partition `debug`, a test account, successful jobs' logs kept, and `--max-threads` at
+        the node's CPU count (sbatch rejects a job asking for more CPUs than any node has).
+        `resources` updates the profile's default resources. The run is wrapped in `timeout -k`: a
+        Snakemake waiting on job status it can never get ignores SIGTERM.
         """
         default_resources = profile_default_resources(
             {"slurm_partition": PARTITION, "slurm_account": ACCOUNT, **(resources or {})}
@@ -129,6 +131,8 @@ class SlurmCluster:
             "--slurm-init-seconds-before-status-checks",
             str(STATUS_INIT_SECONDS),
             "--slurm-keep-successful-logs",
+            "--max-threads",
+            str(self.cpus),
             "--default-resources",
             *default_resources,
         ]
@@ -161,9 +165,17 @@ class SlurmCluster:
         ).stdout
         return parse_scontrol(out)
 
+    @staticmethod
+    def show_node(node: str) -> dict[str, str]:
+        """`scontrol show node` as a dict."""
+        out = subprocess.run(
+            ["scontrol", "show", "node", "--oneliner", node], capture_output=True, text=True, check=True
+        ).stdout
+        return parse_scontrol(out)
+
 
 def parse_scontrol(record: str) -> dict[str, str]:
-    """Parse one `scontrol show job --oneliner` record into {key: value}."""
+    """Parse one `scontrol show job|node --oneliner` record into {key: value}."""
     return dict(re.findall(r"(?:^|\s)([A-Za-z/:_]+)=(\S*)", record))
 
 
@@ -205,6 +217,8 @@ def slurm_cluster():
                 f"the local SLURM cluster did not start:\n{_tail(started.stdout + started.stderr)}",
                 pytrace=False,
             )
-    yield SlurmCluster(node=socket.gethostname().split(".")[0], started_here=not already_running)
+    node = socket.gethostname().split(".")[0]
+    cpus = int(SlurmCluster.show_node(node)["CPUTot"])
+    yield SlurmCluster(node=node, cpus=cpus, started_here=not already_running)
     if not already_running:
         _cluster_sh("stop", timeout=120)
