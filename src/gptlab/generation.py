@@ -5,9 +5,16 @@ PyTorch's global RNG exactly as the book's code does. Inside it uses a
 key/value cache (no full-context recompute per token), handles batches
 correctly (per-row top-k threshold and per-row ``eos_id``), and accepts a
 ``generator`` for explicit, reproducible seed streams plus ``top_p``.
+
+For the experiments, ``seeds=`` gives every row of a batch its own RNG stream
+(a sample does not depend on the batch it was drawn in), and
+``generate_rows`` lets every row have its own temperature/top-k/seed and
+returns the log-probabilities of the chosen tokens.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 
@@ -68,6 +75,107 @@ def sample_next(logits, temperature=0.0, top_k=None, top_p=None, generator=None)
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
+class RowSetting(NamedTuple):
+    """Decoding settings of one batch row: its own temperature, top-k, top-p and seed."""
+
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+
+class Generation(NamedTuple):
+    """Output of :func:`generate_rows`.
+
+    ``token_ids``: ``[batch, n + new]`` (prompt included; rows that ended are
+    padded with ``eos_id``); ``logprobs``: ``[batch, new]`` log-probabilities of
+    the chosen tokens under the *untempered, unfiltered* model (NaN on padding);
+    ``num_generated``: per row, the tokens generated before ``eos_id``.
+    """
+
+    token_ids: torch.Tensor
+    logprobs: torch.Tensor
+    num_generated: list[int]
+
+
+def _row_generators(seeds, generators, batch, device) -> list | None:
+    if seeds is not None and generators is not None:
+        raise ValueError("pass either seeds= or generators=, not both")
+    if seeds is None and generators is None:
+        return None
+    if seeds is not None:
+        gens = []
+        for s in seeds:
+            if isinstance(s, bool) or not isinstance(s, int):
+                raise ValueError(f"seed {s!r} must be an int (one per row)")
+            gens.append(torch.Generator(device=device).manual_seed(s))
+    else:
+        gens = list(generators)
+    if len(gens) != batch:
+        raise ValueError(
+            f"got {len(gens)} seeds/generators for a batch of {batch} rows; pass one per row "
+            "(or a single-row prompt, which is repeated for every seed)"
+        )
+    return gens
+
+
+def sample_next_rows(logits, settings, generators) -> torch.Tensor:
+    """Choose the next token row by row, each row with its own settings and RNG stream.
+
+    Each row goes through exactly the operations a batch of one would, and
+    draws only from its own generator, so a row's tokens do not depend on the
+    batch it is in. Rows whose generator is ``None`` draw from the global RNG.
+    """
+    out = torch.empty(logits.shape[0], 1, dtype=torch.long, device=logits.device)
+    for i, (setting, gen) in enumerate(zip(settings, generators, strict=True)):
+        out[i] = sample_next(logits[i : i + 1], setting.temperature, setting.top_k, setting.top_p, gen)[0]
+    return out
+
+
+def _decode(model, idx, max_new_tokens, context_size, choose, eos_id, use_cache, want_logprobs):
+    """The decoding loop shared by :func:`generate` and :func:`generate_rows`."""
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 0")
+    if idx.dim() != 2 or idx.shape[1] < 1:
+        raise ValueError(f"idx has shape {tuple(idx.shape)}; expected [batch, tokens] with >= 1 token")
+    context_size = min(context_size, model.pos_emb.num_embeddings)
+    batch = idx.shape[0]
+    done = torch.zeros(batch, 1, dtype=torch.bool, device=idx.device)
+    logprobs = []
+    cache = None
+    # Only as many cache slots as this call can use: big models with a long
+    # context would otherwise allocate (and zero) gigabytes for short samples.
+    cache_len = min(context_size, idx.shape[1] + max_new_tokens)
+    for _ in range(max_new_tokens):
+        if use_cache:
+            if cache is None or cache.pos >= cache.max_len:
+                # (Re)fill the cache from the last ``context_size`` tokens: the
+                # same window the book's recompute path sees.
+                idx_cond = idx[:, -context_size:]
+                weight = model.tok_emb.weight
+                cache = KVCache(model.cfg, batch, cache_len, weight.device, weight.dtype)
+                logits = model(idx_cond, cache=cache)
+            else:
+                logits = model(idx[:, -1:], cache=cache)
+        else:
+            logits = model(idx[:, -context_size:])
+        logits = logits[:, -1, :]
+        idx_next = choose(logits)
+        if want_logprobs:
+            lp = torch.log_softmax(logits.float(), dim=-1).gather(1, idx_next)
+            logprobs.append(lp.masked_fill(done, float("nan")))
+        if eos_id is not None:
+            if batch == 1 and idx_next.item() == eos_id:
+                logprobs = logprobs[:-1]
+                break
+            idx_next = torch.where(done, torch.full_like(idx_next, eos_id), idx_next)
+            done |= idx_next == eos_id
+        idx = torch.cat((idx, idx_next), dim=1)
+        if eos_id is not None and bool(done.all()):
+            break
+    return idx, logprobs
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -80,6 +188,8 @@ def generate(
     *,
     top_p=None,
     generator=None,
+    seeds=None,
+    generators=None,
     use_cache=True,
 ):
     """Generate ``max_new_tokens`` tokens after ``idx`` (shape ``[batch, n]``).
@@ -88,36 +198,74 @@ def generate(
     row, generation stops early at ``eos_id`` as in the book; with several rows,
     a row that produced ``eos_id`` is padded with ``eos_id`` while the others go
     on, and generation stops once every row is done.
+
+    Randomness: with no ``generator``/``seeds``/``generators`` the draws come
+    from PyTorch's global RNG exactly as in the book (``torch.manual_seed(123)``
+    reproduces its samples). ``generator`` is one stream for the whole batch.
+    ``seeds`` (ints) or ``generators`` give every row its own stream, so row
+    ``i`` with seed ``s`` yields the same tokens at any batch size; a
+    single-row ``idx`` is then repeated once per seed. A ``torch.Generator``
+    seeded with ``s`` draws what ``torch.manual_seed(s)`` would.
     """
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 0")
-    context_size = min(context_size, model.pos_emb.num_embeddings)
-    batch = idx.shape[0]
-    done = torch.zeros(batch, 1, dtype=torch.bool, device=idx.device)
-    cache = None
-    for _ in range(max_new_tokens):
-        if use_cache:
-            if cache is None or cache.pos >= context_size:
-                # (Re)fill the cache from the last ``context_size`` tokens: the
-                # same window the book's recompute path sees.
-                idx_cond = idx[:, -context_size:]
-                weight = model.tok_emb.weight
-                cache = KVCache(model.cfg, batch, context_size, weight.device, weight.dtype)
-                logits = model(idx_cond, cache=cache)
-            else:
-                logits = model(idx[:, -1:], cache=cache)
-        else:
-            logits = model(idx[:, -context_size:])
-        idx_next = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
-        if eos_id is not None:
-            if batch == 1 and idx_next.item() == eos_id:
-                break
-            idx_next = torch.where(done, torch.full_like(idx_next, eos_id), idx_next)
-            done |= idx_next == eos_id
-        idx = torch.cat((idx, idx_next), dim=1)
-        if eos_id is not None and bool(done.all()):
-            break
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature} must be >= 0 (0 means greedy)")
+    if seeds is not None or generators is not None:
+        if generator is not None:
+            raise ValueError("pass generator= (one stream) or seeds=/generators= (one per row), not both")
+        n_rows = len(seeds) if seeds is not None else len(generators)
+        if idx.shape[0] == 1 and n_rows > 1:
+            idx = idx.expand(n_rows, -1)
+        gens = _row_generators(seeds, generators, idx.shape[0], idx.device)
+        settings = [RowSetting(temperature, top_k, top_p)] * idx.shape[0]
+
+        def choose(logits):
+            return sample_next_rows(logits, settings, gens)
+
+    else:
+
+        def choose(logits):
+            return sample_next(logits, temperature, top_k, top_p, generator)
+
+    idx, _ = _decode(model, idx, max_new_tokens, context_size, choose, eos_id, use_cache, False)
     return idx
+
+
+@torch.no_grad()
+def generate_rows(model, idx, max_new_tokens, context_size, settings, eos_id=None, *, use_cache=True):
+    """Decode a batch in which every row has its own :class:`RowSetting` (and seed).
+
+    ``idx`` is ``[batch, n]`` or a single row repeated for every setting. Rows
+    with ``seed=None`` draw from the global RNG. Returns a :class:`Generation`
+    with the log-probabilities of the chosen tokens under the untempered model,
+    which the experiments use as a quality measure.
+    """
+    settings = [s if isinstance(s, RowSetting) else RowSetting(*s) for s in settings]
+    if idx.shape[0] == 1 and len(settings) > 1:
+        idx = idx.expand(len(settings), -1)
+    if len(settings) != idx.shape[0]:
+        raise ValueError(f"got {len(settings)} settings for a batch of {idx.shape[0]} rows; pass one per row")
+    for s in settings:
+        if s.temperature < 0:
+            raise ValueError(f"temperature={s.temperature} must be >= 0 (0 means greedy)")
+        if s.top_k is not None and s.top_k < 1:
+            raise ValueError(f"top_k={s.top_k} must be >= 1 (or None for no top-k filtering)")
+    gens = [
+        None if s.seed is None else torch.Generator(device=idx.device).manual_seed(s.seed) for s in settings
+    ]
+    n = idx.shape[1]
+
+    def choose(logits):
+        return sample_next_rows(logits, settings, gens)
+
+    out, logprobs = _decode(model, idx, max_new_tokens, context_size, choose, eos_id, use_cache, True)
+    lp = torch.cat(logprobs, dim=1) if logprobs else torch.empty(out.shape[0], 0)
+    new = out[:, n:]
+    if eos_id is None:
+        counts = [new.shape[1]] * out.shape[0]
+    else:
+        is_eos = new == eos_id
+        counts = [int(r.nonzero()[0]) if r.any() else new.shape[1] for r in is_eos]
+    return Generation(out, lp, counts)
 
 
 def softmax_with_temperature(logits, temperature):
