@@ -1,0 +1,244 @@
+"""Offline stand-ins for the internet: synthetic GPT-2 checkpoints and a local file server.
+
+Used by the tests and by the pipeline's offline configuration.
+
+* :func:`write_synthetic_gpt2_checkpoint` writes a seeded random GPT-2 of any
+  shape in OpenAI's exact TensorFlow-1 layout (same files, variable names and
+  shapes), with OpenAI's real ``encoder.json``/``vocab.bpe``.
+* :class:`FileServer` serves a folder over HTTP on 127.0.0.1 from a thread,
+  with byte ranges, optional ``Content-MD5`` and injectable faults (cut
+  connections, 404s, a flipped byte, ignored ranges).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+
+from .gpt2_params import check_hparams, tf_variable_shapes
+from .tokenizer import _default_data_dir
+
+
+def _synthetic_value(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Random values at scales that keep activations O(1), so mapping mistakes show in the logits."""
+    leaf = name.rsplit("/", 1)[-1]
+    if leaf in ("wte", "wpe"):
+        scale, base = 0.1, 0.0
+    elif leaf == "g":  # layer-norm gain
+        scale, base = 0.1, 1.0
+    elif leaf == "w":  # conv1d kernel [1, d_in, d_out]
+        scale, base = 1.0 / np.sqrt(shape[1]), 0.0
+    else:  # biases and layer-norm shifts
+        scale, base = 0.05, 0.0
+    return (base + scale * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
+
+
+def write_synthetic_gpt2_checkpoint(
+    dest_dir,
+    *,
+    n_vocab: int = 50257,
+    n_ctx: int = 64,
+    n_embd: int = 32,
+    n_head: int = 4,
+    n_layer: int = 2,
+    seed: int = 0,
+) -> Path:
+    """Write a random GPT-2 release (all seven files) into ``dest_dir`` and return it.
+
+    Variables are written one at a time through placeholders, so large shapes
+    (355M, 774M) fit in memory. Same arguments, same weights. Needs TensorFlow.
+    """
+    from .convert import _tf
+
+    tf = _tf()
+    hparams = check_hparams(
+        {"n_vocab": n_vocab, "n_ctx": n_ctx, "n_embd": n_embd, "n_head": n_head, "n_layer": n_layer}
+    )
+    dest = Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    shapes = tf_variable_shapes(hparams)
+    rng = np.random.default_rng(seed)
+    graph = tf.Graph()
+    with graph.as_default():
+        value = tf.compat.v1.placeholder(tf.float32)
+        variables, assigns = [], []
+        for name, shape in shapes.items():
+            var = tf.compat.v1.get_variable(name, shape=shape, dtype=tf.float32, use_resource=False)
+            variables.append(var)
+            assigns.append(tf.compat.v1.assign(var, value, validate_shape=False))
+        saver = tf.compat.v1.train.Saver(var_list=variables, save_relative_paths=True)
+        with tf.compat.v1.Session(graph=graph) as sess:
+            for (name, shape), op in zip(shapes.items(), assigns, strict=True):
+                sess.run(op, {value: _synthetic_value(name, shape, rng)})
+            saver.save(sess, str(dest / "model.ckpt"))
+    (dest / "hparams.json").write_text(json.dumps(hparams, indent=2) + "\n", encoding="utf-8")
+    for name in ("encoder.json", "vocab.bpe"):
+        shutil.copyfile(_default_data_dir() / name, dest / name)
+    return dest
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format, *args):  # keep test output clean
+        pass
+
+    def do_HEAD(self):
+        self._serve(body=False)
+
+    def do_GET(self):
+        self._serve(body=True)
+
+    def _serve(self, body: bool) -> None:
+        owner = self.server.owner
+        rel = self.path.split("?", 1)[0].lstrip("/")
+        range_header = self.headers.get("Range")
+        file = (owner.root / rel).resolve()
+        if rel in owner.missing or owner.root not in file.parents or not file.is_file():
+            owner._record(rel, range_header, 404)
+            self.send_error(404)
+            return
+        size = file.stat().st_size
+        start, end, status = 0, size, 200
+        if range_header and not owner.ignore_range and range_header.startswith("bytes="):
+            first, _, last = range_header[6:].partition("-")
+            if first.isdigit():
+                start, end, status = int(first), (int(last) + 1 if last.isdigit() else size), 206
+                end = min(end, size)
+            if start >= size:
+                owner._record(rel, range_header, 416)
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+        owner._record(rel, range_header, status)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(end - start))
+        self.send_header("Accept-Ranges", "bytes")
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        if owner.content_md5:  # of the bytes in this response (RFC 1864), before any fault
+            md5 = hashlib.md5()
+            with open(file, "rb") as f:
+                f.seek(start)
+                remaining = end - start
+                while remaining:
+                    chunk = f.read(min(1 << 20, remaining))
+                    md5.update(chunk)
+                    remaining -= len(chunk)
+            self.send_header("Content-MD5", base64.b64encode(md5.digest()).decode())
+        self.end_headers()
+        if not body:
+            return
+        limit = owner.cut_after.get(rel)
+        flip = size // 2 if rel in owner.corrupt else -1
+        sent, pos = 0, start
+        with open(file, "rb") as f:
+            f.seek(start)
+            while pos < end:
+                chunk = bytearray(f.read(min(1 << 16, end - pos)))
+                if pos <= flip < pos + len(chunk):
+                    chunk[flip - pos] ^= 0xFF
+                if limit is not None and sent + len(chunk) > limit:
+                    chunk = chunk[: limit - sent]
+                try:
+                    self.wfile.write(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+                sent += len(chunk)
+                pos += len(chunk)
+                if limit is not None and sent >= limit:
+                    self.close_connection = True  # drop the rest: the client sees a short body
+                    return
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    owner: FileServer
+
+
+class FileServer:
+    """Serve ``root`` at ``http://127.0.0.1:<port>/`` from a background thread.
+
+    Faults (attributes, changeable while running; paths relative to ``root``):
+    ``cut_after={path: n}`` sends at most ``n`` body bytes per response then
+    closes the connection; ``missing={path}`` answers 404; ``corrupt={path}``
+    flips the middle byte of the file; ``ignore_range`` answers ranges with the
+    whole file; ``content_md5`` adds the ``Content-MD5`` header (of the true
+    bytes). ``requests`` logs ``(path, Range header, status)`` of every request.
+
+    >>> with FileServer(folder) as server:
+    ...     download_file(server.url("a.bin"), "a.bin")
+    """
+
+    def __init__(
+        self,
+        root,
+        *,
+        content_md5: bool = False,
+        cut_after: dict[str, int] | None = None,
+        missing=(),
+        corrupt=(),
+        ignore_range: bool = False,
+    ):
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"FileServer root {self.root} is not a folder")
+        self.content_md5 = content_md5
+        self.cut_after = dict(cut_after or {})
+        self.missing = set(missing)
+        self.corrupt = set(corrupt)
+        self.ignore_range = ignore_range
+        self.requests: list[tuple[str, str | None, int]] = []
+        self._lock = threading.Lock()
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._port: int | None = None
+
+    def _record(self, path, range_header, status) -> None:
+        with self._lock:
+            self.requests.append((path, range_header, status))
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>`` (kept after ``stop()``, to test unreachable servers)."""
+        if self._port is None:
+            raise RuntimeError(
+                "the FileServer was never started: use it as a context manager or call start()"
+            )
+        return f"http://127.0.0.1:{self._port}"
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def start(self) -> FileServer:
+        self._httpd = _Server(("127.0.0.1", 0), _Handler)
+        self._httpd.owner = self
+        self._port = self._httpd.server_address[1]
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="FileServer", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._thread.join()
+            self._httpd = self._thread = None
+
+    def __enter__(self) -> FileServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
