@@ -1,0 +1,194 @@
+"""Exercise 5.1 (pizza) and the per-text metrics, on hand-made examples and the book's numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from importlib import metadata
+
+import pandas as pd
+import pytest
+import torch
+
+from gptlab.experiments import metrics, pizza
+from gptlab.generation import TOY_INVERSE_VOCAB, print_sampled_tokens, softmax_with_temperature
+from gptlab.model import GPTModel
+from gptlab.tokenizer import get_tokenizer
+
+BOOK_T1_COUNTS = [73, 0, 0, 582, 2, 0, 0, 343, 0]  # closer every effort forward inches moves pizza toward you
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_distinct_and_repetition_on_hand_made_sequences():
+    assert metrics.distinct_n([1, 2, 1, 2], 1) == 0.5
+    assert metrics.distinct_n([1, 2, 1, 2], 2) == pytest.approx(2 / 3)  # (1,2) (2,1) (1,2)
+    assert metrics.distinct_n("a b c".split(), 2) == 1.0
+    assert math.isnan(metrics.distinct_n([1], 2))
+    loop = "a b c d a b c d".split()  # 4-grams: abcd bcda cdab dabc abcd -> 1 of 5 repeats
+    assert metrics.repetition_rate(loop) == pytest.approx(0.2)
+    assert metrics.repetition_rate(list(range(10))) == 0.0
+    assert metrics.repetition_rate([7] * 10) == pytest.approx(6 / 7)
+    assert math.isnan(metrics.repetition_rate([1, 2, 3]))
+
+
+def test_mean_logprob_ignores_padding():
+    assert metrics.mean_logprob([-1.0, -3.0, float("nan")]) == -2.0
+    assert math.isnan(metrics.mean_logprob([]))
+
+
+def test_verbatim_index_on_words():
+    train = "the cat sat on the mat and the dog sat on the cat".split()
+    index = metrics.VerbatimIndex(train)
+    assert index.longest_match("a dog sat on the mat today".split()) == (4, 1)  # "dog sat on the"
+    assert index.longest_match("sat on the cat".split()) == (4, 0)
+    assert index.longest_match("zebra".split()) == (0, 0)
+    assert index.longest_match([]) == (0, 0)
+
+
+def _brute_longest(train, query):
+    best = 0
+    for i in range(len(query)):
+        for j in range(i + 1, len(query) + 1):
+            q = query[i:j]
+            if any(train[s : s + len(q)] == q for s in range(len(train) - len(q) + 1)):
+                best = max(best, j - i)
+    return best
+
+
+def test_verbatim_index_agrees_with_brute_force():
+    rng = random.Random(0)
+    for _ in range(200):
+        train = [rng.randrange(4) for _ in range(rng.randrange(1, 40))]
+        query = [rng.randrange(4) for _ in range(rng.randrange(0, 15))]
+        length, start = metrics.VerbatimIndex(train).longest_match(query)
+        assert length == _brute_longest(train, query)
+        span = query[start : start + length]
+        assert any(train[s : s + length] == span for s in range(len(train) - length + 1))
+
+
+def test_text_metrics_bundle():
+    m = metrics.text_metrics([1, 2, 3, 1, 2], [-1.0] * 5, metrics.VerbatimIndex([0, 2, 3, 1, 9]))
+    assert m["num_generated"] == 5 and m["distinct_1"] == 0.6 and m["mean_logprob"] == -1.0
+    assert (m["verbatim_span"], m["verbatim_start"]) == (3, 1)
+    assert math.isnan(metrics.text_metrics([1, 2])["verbatim_span"])
+
+
+# ---------------------------------------------------------------- 5.1 pizza
+
+
+def test_print_sampled_tokens_reproduces_the_books_counts(capsys):
+    logits = pizza.toy_logits()
+    counts = {t: int(print_sampled_tokens(softmax_with_temperature(logits, t))[6]) for t in (1, 0.1, 5)}
+    assert counts == {1: 0, 0.1: 0, 5: 32}
+    assert "0 x pizza" in capsys.readouterr().out
+    assert print_sampled_tokens(softmax_with_temperature(logits, 1)).tolist() == BOOK_T1_COUNTS
+
+
+def test_exact_probability_of_pizza():
+    assert round(float(pizza.exact_probabilities(pizza.toy_logits(), 5)[pizza.PIZZA_ID]), 4) == 0.0430
+    p01 = float(pizza.exact_probabilities(pizza.toy_logits(), 0.1)[pizza.PIZZA_ID])
+    assert p01 < 1e-30  # why 0.1 never yields pizza
+    greedy = pizza.exact_probabilities(pizza.toy_logits(), 0)
+    assert greedy.tolist() == [0, 0, 0, 1, 0, 0, 0, 0, 0]  # "forward"
+
+
+@pytest.mark.parametrize("temperature", [1, 0.1, 5, 2.5])
+def test_vectorised_sampling_reproduces_the_loop_draw_for_draw(temperature):
+    probas = softmax_with_temperature(pizza.toy_logits(), temperature)
+    loop = pizza.sample_counts(probas, 1000, 123, "loop")
+    assert torch.equal(pizza.sample_counts(probas, 1000, 123, "vectorised"), loop)
+    assert int(loop.sum()) == 1000
+
+
+def test_book_reproduction_table():
+    df = pizza.book_reproduction()
+    assert list(df.columns) == pizza.BOOK_COLUMNS
+    assert len(df) == 3 * len(TOY_INVERSE_VOCAB)
+    rows = df[df["token"] == "pizza"].set_index("temperature")
+    assert rows["count_book_loop"].to_dict() == {1.0: 0, 0.1: 0, 5.0: 32}
+    assert (rows["count_vectorised"] == rows["count_book_loop"]).all()
+    assert rows.loc[5.0, "expected_count"] == pytest.approx(43.0, abs=0.05)
+    assert rows.loc[5.0, "ci_low"] < 0.032 < rows.loc[5.0, "ci_high"]
+    assert bool(rows.loc[5.0, "in_ci"])  # 32 is compatible with p = 0.0430
+    for _, g in df.groupby("temperature"):
+        assert g["count_book_loop"].sum() == 1000 and g["exact_prob"].sum() == pytest.approx(1.0)
+
+
+def test_binomial_intervals_known_values():
+    # R: binom.test(32, 1000)$conf.int = 0.02198885 0.04487590
+    assert pizza.clopper_pearson_interval(32, 1000) == pytest.approx((0.02198885, 0.04487590), abs=1e-7)
+    assert pizza.wilson_interval(32, 1000) == pytest.approx((0.0227571, 0.0448247), abs=1e-6)
+    # closed forms at the edges: k = 0 -> upper = 1 - (alpha/2)^(1/n); k = n -> lower = (alpha/2)^(1/n)
+    assert pizza.clopper_pearson_interval(0, 1000) == pytest.approx((0.0, 1 - 0.025 ** (1 / 1000)))
+    assert pizza.clopper_pearson_interval(20, 20)[0] == pytest.approx(0.025 ** (1 / 20))
+    assert pizza.wilson_interval(0, 50)[0] == 0.0 and pizza.wilson_interval(50, 50)[1] == 1.0
+    with pytest.raises(ValueError, match="k=5, n=3"):
+        pizza.wilson_interval(5, 3)
+    with pytest.raises(ValueError, match="confidence=1.5"):
+        pizza.clopper_pearson_interval(1, 3, 1.5)
+    with pytest.raises(ValueError, match="interval='bayes'"):
+        pizza.book_reproduction(interval="bayes")
+
+
+def test_temperature_sweep_exact_vs_empirical():
+    df = pizza.temperature_sweep(interval="clopper-pearson")
+    assert list(df.columns) == pizza.SWEEP_COLUMNS
+    temps = sorted(df["temperature"].unique())
+    assert temps[0] == pytest.approx(0.05) and temps[-1] == pytest.approx(10.0) and len(temps) >= 50
+    assert {0.1, 1.0, 5.0} <= set(temps)
+    p = df[df["token"] == "pizza"].set_index("temperature")
+    assert p.loc[5.0, "count"] == 32  # the same seed at every temperature: the book's draw
+    assert p["exact_prob"].is_monotonic_increasing  # pizza is a low-logit token: T flattens towards it
+    assert df.groupby("temperature")["count"].sum().eq(1000).all()
+    assert df["in_ci"].mean() > 0.85  # nominal 95 % intervals cover the exact value most of the time
+
+
+@pytest.fixture(scope="module")
+def gpt2_vocab_model():
+    torch.manual_seed(123)
+    cfg = {
+        "vocab_size": 50257,
+        "context_length": 64,
+        "emb_dim": 32,
+        "n_heads": 2,
+        "n_layers": 2,
+        "drop_rate": 0.1,
+        "qkv_bias": False,
+    }
+    return GPTModel(cfg).eval()
+
+
+def test_next_token_probability_of_pizza_under_a_model(gpt2_vocab_model):
+    tok = get_tokenizer()
+    df = pizza.next_token_probabilities(
+        {"tiny": gpt2_vocab_model}, tok, ["I ate a", "Every effort moves you"], [0.5, 1.0, 2.0]
+    )
+    assert list(df.columns) == pizza.NEXT_TOKEN_COLUMNS and len(df) == 6
+    assert (df["target_id"] == 14256).all()
+    with torch.no_grad():
+        logits = gpt2_vocab_model(torch.tensor([tok.encode("I ate a")]))[0, -1]
+    row = df[(df["prompt"] == "I ate a") & (df["temperature"] == 2.0)].iloc[0]
+    assert row["prob"] == pytest.approx(float(torch.softmax(logits / 2.0, -1)[14256]), rel=1e-5)
+    assert row["rank"] == int((logits.argsort(descending=True) == 14256).nonzero()) + 1
+    with pytest.raises(ValueError, match="' pizzeria' is 2 tokens"):
+        pizza.next_token_probabilities({"tiny": gpt2_vocab_model}, tok, ["x"], [1.0], target=" pizzeria")
+
+
+def test_writers_write_csv_and_sidecar(tmp_path, gpt2_vocab_model):
+    book = pizza.write_pizza_book(tmp_path / "book.csv")
+    sweep = pizza.write_pizza_sweep(tmp_path / "sweep.csv", temperatures=[0.5, 5.0], num_draws=200, seed=7)
+    nxt = pizza.write_next_token_probabilities(
+        tmp_path / "next.csv", {"tiny": gpt2_vocab_model}, get_tokenizer(), ["I ate a"], [1.0]
+    )
+    for name, df in [("book", book), ("sweep", sweep), ("next", nxt)]:
+        back = pd.read_csv(tmp_path / f"{name}.csv")
+        assert list(back.columns) == list(df.columns) and len(back) == len(df)
+        meta = json.loads((tmp_path / f"{name}.meta.json").read_text())
+        assert meta["versions"]["torch"] == metadata.version("torch")
+        assert meta["rows"] == len(df)
+    assert json.loads((tmp_path / "sweep.meta.json").read_text())["seed"] == 7
+    assert "tiny" in json.loads((tmp_path / "next.meta.json").read_text())["models"]
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary files left behind
