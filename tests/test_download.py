@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 
 import pytest
 
 from gptlab.download import VERDICT_SHA256, DownloadError, download_file, download_verdict
 from gptlab.testing import FileServer
+from tests.conftest import VERDICT
 
-VERDICT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "the-verdict.txt"
 SIZE = 300_000
 FAST = dict(backoff=0.0, progress=False, timeout=10)
 
