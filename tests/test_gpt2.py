@@ -1,0 +1,258 @@
+"""GPT-2 releases: download from (fake) mirrors, manifest, the book's API and the lean loader."""
+
+# ruff: noqa: F811  (the fixtures imported from tests.gpt2_fixtures are used as arguments)
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from gptlab.download import DownloadError
+from gptlab.gpt2 import (
+    FILENAMES,
+    GPT2_HPARAMS,
+    download_and_load_gpt2,
+    download_gpt2,
+    gpt2_model_config,
+    load_gpt2,
+    load_weights_into_gpt,
+    read_manifest,
+)
+from gptlab.model import GPTModel
+from gptlab.testing import FileServer
+from tests.gpt2_fixtures import TINY, converted, synthetic_ckpt  # noqa: F401  (fixtures)
+
+FAST = dict(backoff=0.0, progress=False, timeout=10, check_known_sizes=False)
+SIZE = "124M"
+
+
+@pytest.fixture
+def mirrors(synthetic_ckpt, tmp_path):
+    """Two mirror folders ``primary/124M/*`` and ``backup/124M/*`` holding the synthetic release."""
+    root = tmp_path / "www"
+    for name in ("primary", "backup"):
+        shutil.copytree(synthetic_ckpt, root / name / SIZE)
+    return root
+
+
+def _bases(server):
+    return dict(base_url=server.url("primary"), backup_base_url=server.url("backup"))
+
+
+def test_download_writes_verified_files_and_manifest(mirrors, tmp_path, synthetic_ckpt):
+    dest = tmp_path / "gpt2" / SIZE
+    with FileServer(mirrors, content_md5=True) as server:
+        assert download_gpt2(SIZE, dest, **_bases(server), **FAST) == dest
+    for name in FILENAMES:
+        assert (dest / name).read_bytes() == (synthetic_ckpt / name).read_bytes()
+    manifest = read_manifest(dest)
+    assert manifest["model_size"] == SIZE and set(manifest["files"]) == set(FILENAMES)
+    entry = manifest["files"]["model.ckpt.index"]
+    import hashlib
+
+    assert entry["sha256"] == hashlib.sha256((synthetic_ckpt / "model.ckpt.index").read_bytes()).hexdigest()
+    assert entry["url"] == server.url(f"primary/{SIZE}/model.ckpt.index")
+    assert sorted(p.name for p in dest.iterdir()) == sorted([*FILENAMES, "manifest.json"])
+
+
+def test_second_run_verifies_locally_without_network(mirrors, tmp_path):
+    dest = tmp_path / SIZE
+    with FileServer(mirrors) as server:
+        download_gpt2(SIZE, dest, **_bases(server), **FAST)
+    before = (dest / "manifest.json").read_bytes()
+    # the server is gone: a complete, intact folder needs no network
+    download_gpt2(SIZE, dest, **_bases(server), **FAST)
+    assert (dest / "manifest.json").read_bytes() == before
+
+
+def test_manifest_mismatch_is_detected_and_repaired(mirrors, tmp_path, synthetic_ckpt):
+    dest = tmp_path / SIZE
+    with FileServer(mirrors) as server:
+        download_gpt2(SIZE, dest, **_bases(server), **FAST)
+        n = len(server.requests)
+        data = bytearray((dest / "model.ckpt.data-00000-of-00001").read_bytes())
+        data[100] ^= 0xFF  # same size, one byte off: only the sha256 can tell
+        (dest / "model.ckpt.data-00000-of-00001").write_bytes(bytes(data))
+        download_gpt2(SIZE, dest, **_bases(server), **FAST)
+        refetched = [p for p, _, _ in server.requests[n:]]
+    assert refetched == [f"primary/{SIZE}/model.ckpt.data-00000-of-00001"]
+    assert (dest / "model.ckpt.data-00000-of-00001").read_bytes() == (
+        synthetic_ckpt / "model.ckpt.data-00000-of-00001"
+    ).read_bytes()
+
+
+def test_manifest_mismatch_without_network_is_an_error(mirrors, tmp_path):
+    dest = tmp_path / SIZE
+    with FileServer(mirrors) as server:
+        download_gpt2(SIZE, dest, **_bases(server), **FAST)
+    (dest / "hparams.json").write_text(json.dumps({**TINY, "n_layer": 3}))
+    with pytest.raises(DownloadError, match=r"hparams.json(.|\n)*manifest.json there pins their sha256"):
+        download_gpt2(SIZE, dest, **_bases(server), retries=0, **FAST)
+    assert not (dest / "hparams.json").exists()  # the bad file is moved aside, not left as valid
+
+
+def test_mirror_serving_other_bytes_than_the_manifest_is_rejected(mirrors, tmp_path):
+    dest = tmp_path / SIZE
+    with FileServer(mirrors) as server:
+        download_gpt2(SIZE, dest, **_bases(server), **FAST)
+        (dest / "vocab.bpe").unlink()
+        for name in ("primary", "backup"):
+            (mirrors / name / SIZE / "vocab.bpe").write_bytes(b"#version: 0.2\nother merges\n")
+        with pytest.raises(DownloadError, match="vocab.bpe"):
+            download_gpt2(SIZE, dest, **_bases(server), retries=0, **FAST)
+    assert not (dest / "vocab.bpe").exists()
+
+
+def test_known_sizes_reject_files_that_are_not_openais(mirrors, tmp_path):
+    with FileServer(mirrors) as server:
+        with pytest.raises(DownloadError, match=r"hparams.json(.|\n)*server reports 86 bytes, expected 90"):
+            download_gpt2(SIZE, tmp_path / SIZE, **_bases(server), backoff=0, progress=False)
+
+
+def test_primary_404_falls_back_to_backup(mirrors, tmp_path):
+    dest = tmp_path / SIZE
+    with FileServer(mirrors, missing={f"primary/{SIZE}/{n}" for n in FILENAMES}) as server:
+        download_gpt2(SIZE, dest, **_bases(server), **FAST)
+    urls = {e["url"] for e in read_manifest(dest)["files"].values()}
+    assert all(u.startswith(server.url("backup")) for u in urls)
+    statuses = {p.split("/")[0]: s for p, _, s in server.requests}
+    assert statuses == {"primary": 404, "backup": 200}
+
+
+def test_cut_connection_on_the_big_file_resumes(mirrors, tmp_path, synthetic_ckpt):
+    big = f"primary/{SIZE}/model.ckpt.data-00000-of-00001"
+    dest = tmp_path / SIZE
+    with FileServer(mirrors, cut_after={big: 2_000_000}) as server:
+        download_gpt2(SIZE, dest, **_bases(server), **FAST)
+    name = "model.ckpt.data-00000-of-00001"
+    assert (dest / name).read_bytes() == (synthetic_ckpt / name).read_bytes()
+    ranges = [r for p, r, _ in server.requests if p == big]
+    assert ranges == [None, "bytes=2000000-", "bytes=4000000-", "bytes=6000000-"]
+
+
+def test_both_mirrors_failing_names_urls_and_remedy(mirrors, tmp_path):
+    dest = tmp_path / SIZE
+    with FileServer(mirrors, missing={f"{m}/{SIZE}/checkpoint" for m in ("primary", "backup")}) as server:
+        with pytest.raises(DownloadError) as info:
+            download_gpt2(SIZE, dest, **_bases(server), **FAST)
+    message = str(info.value)
+    assert server.url(f"primary/{SIZE}/checkpoint") in message
+    assert server.url(f"backup/{SIZE}/checkpoint") in message
+    assert "base_url / backup_base_url" in message and "file://" in message
+    assert not (dest / "checkpoint").exists() and not (dest / "manifest.json").exists()
+
+
+def test_file_url_mirror_for_offline_use(mirrors, tmp_path, synthetic_ckpt):
+    dest = download_gpt2(SIZE, tmp_path / SIZE, base_url=(mirrors / "primary").as_uri(), **FAST)
+    assert (dest / "vocab.bpe").read_bytes() == (synthetic_ckpt / "vocab.bpe").read_bytes()
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match=r"model_size='125M' is not a GPT-2 release"):
+        download_gpt2("125M", tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "gptlab-gpt2-manifest", "files": {}}))
+    with pytest.raises(ValueError, match="is for GPT-2 None, not 124M"):
+        download_gpt2("124M", tmp_path)
+    (tmp_path / "manifest.json").write_text("{broken")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        download_gpt2("124M", tmp_path)
+
+
+def test_book_api_gives_the_same_logits_as_load_gpt2(mirrors, tmp_path, converted):
+    with FileServer(mirrors) as server:
+        settings, params = download_and_load_gpt2(SIZE, tmp_path / "models", **_bases(server), **FAST)
+    assert (tmp_path / "models" / SIZE / "manifest.json").is_file()
+    assert settings == TINY and len(params["blocks"]) == TINY["n_layer"]
+    assert params["blocks"][0]["attn"]["c_attn"]["w"].shape == (32, 96)  # the book's squeezed arrays
+    assert set(params) == {"blocks", "wte", "wpe", "g", "b"}
+
+    torch.manual_seed(123)
+    gpt = GPTModel(gpt2_model_config(settings))
+    load_weights_into_gpt(gpt, params)
+    gpt.eval()
+    lean = load_gpt2(converted)
+    ids = torch.randint(0, TINY["n_vocab"], (2, 50))
+    with torch.no_grad():
+        assert torch.equal(gpt(ids), lean(ids))
+    # the book's mapping keeps out_head as a separate copy; the lean one ties it
+    assert gpt.out_head.weight is not gpt.tok_emb.weight
+    assert torch.equal(gpt.out_head.weight, gpt.tok_emb.weight)
+
+
+def test_load_weights_into_gpt_errors(mirrors, tmp_path):
+    with FileServer(mirrors) as server:
+        settings, params = download_and_load_gpt2(SIZE, tmp_path, **_bases(server), **FAST)
+    wrong = gpt2_model_config({**settings, "n_embd": 64})
+    with pytest.raises(ValueError, match=r"shape mismatch for pos_emb.weight \(wpe\): model \(256, 64\)"):
+        load_weights_into_gpt(GPTModel(wrong), params)
+    with pytest.raises(ValueError, match="the model has 3 transformer blocks, the checkpoint 2"):
+        load_weights_into_gpt(GPTModel(gpt2_model_config({**settings, "n_layer": 3})), params)
+    no_bias = {**gpt2_model_config(settings), "qkv_bias": False}
+    with pytest.raises(ValueError, match="GPT-2 needs qkv_bias=True"):
+        load_weights_into_gpt(GPTModel(no_bias), params)
+
+
+def test_load_gpt2_builds_the_model_from_hparams(converted):
+    model = load_gpt2(converted.parent, drop_rate=0.1)  # the folder works too
+    assert model.cfg == {
+        "vocab_size": 50257,
+        "context_length": TINY["n_ctx"],
+        "emb_dim": TINY["n_embd"],
+        "n_heads": TINY["n_head"],
+        "n_layers": TINY["n_layer"],
+        "drop_rate": 0.1,
+        "qkv_bias": True,
+    }
+    assert not model.training
+    assert model.out_head.weight is model.tok_emb.weight  # tied
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    assert all(b.device.type == "cpu" for b in model.buffers())
+    assert sum(p.numel() for p in model.parameters()) == sum(
+        int(torch.tensor(s).prod()) for s in _tf_shapes()
+    )
+    # parameters stay trainable and writable (copy-on-write mapping, the file is untouched)
+    before = converted.read_bytes()
+    assert model.tok_emb.weight.requires_grad
+    with torch.no_grad():
+        model.tok_emb.weight.add_(1.0)
+    assert converted.read_bytes() == before
+
+
+def _tf_shapes():
+    from gptlab.gpt2_params import tf_variable_shapes
+
+    return list(tf_variable_shapes(TINY).values())
+
+
+def test_load_gpt2_errors(tmp_path, synthetic_ckpt, converted):
+    with pytest.raises(FileNotFoundError, match="convert it first"):
+        load_gpt2(synthetic_ckpt)
+    with pytest.raises(FileNotFoundError, match="is a model size, not a file"):
+        load_gpt2("124M")
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(2)}, tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="is not a gptlab GPT-2 file"):
+        load_gpt2(tmp_path / "other.safetensors")
+
+
+def test_gpt2_model_config():
+    cfg = gpt2_model_config(GPT2_HPARAMS["355M"])
+    assert cfg == {
+        "vocab_size": 50257,
+        "context_length": 1024,
+        "emb_dim": 1024,
+        "n_heads": 16,
+        "n_layers": 24,
+        "drop_rate": 0.0,
+        "qkv_bias": True,
+    }
+    with pytest.raises(ValueError, match="lack"):
+        gpt2_model_config({"n_vocab": 5})
+    with pytest.raises(ValueError, match="n_embd=768 is not divisible by n_head=5"):
+        gpt2_model_config({**GPT2_HPARAMS["124M"], "n_head": 5})
+    with pytest.raises(ValueError, match=r"n_layer='12' must be a positive integer"):
+        gpt2_model_config({**GPT2_HPARAMS["124M"], "n_layer": "12"})
