@@ -19,6 +19,15 @@ from gptlab.tokenizer import get_tokenizer
 BOOK_T1_COUNTS = [73, 0, 0, 582, 2, 0, 0, 343, 0]  # closer every effort forward inches moves pizza toward you
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models are fastest on one thread (and immune to busy neighbours on a shared machine)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 # ---------------------------------------------------------------- metrics
 
 

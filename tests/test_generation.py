@@ -28,6 +28,15 @@ SMALL = {
 PROMPT = torch.tensor([[11, 42, 7, 3]])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models are fastest on one thread (and immune to busy neighbours on a shared machine)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def make_model(seed=123, **overrides):
     torch.manual_seed(seed)
     return GPTModel({**SMALL, **overrides}).eval()

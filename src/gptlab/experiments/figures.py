@@ -222,12 +222,15 @@ def plot_size_comparison(summary, metrics=None):
     return fig
 
 
-def write_all_heatmaps(cells, out_dir, metrics=(*METRICS, "unique_text_fraction")) -> list[Path]:
-    """One heatmap per metric: ``<out_dir>/heatmap_<metric>.png`` and ``.pdf``."""
+def write_all_heatmaps(cells, out_dir, metrics=(*METRICS, "unique_text_fraction"), formats=("png", "pdf")):
+    """One heatmap per metric: ``<out_dir>/heatmap_<metric>.png`` and ``.pdf``; returns the paths.
+
+    Metrics without any value (``verbatim_span`` when no training text was given) are skipped.
+    """
     df = _frame(cells)
     written = []
     for metric in metrics:
         col = metric if metric in df.columns else f"{metric}_mean"
         if col in df.columns and df[col].notna().any():
-            written += save(plot_sweep_heatmap(df, metric), Path(out_dir) / f"heatmap_{metric}")
+            written += save(plot_sweep_heatmap(df, metric), Path(out_dir) / f"heatmap_{metric}", formats)
     return written

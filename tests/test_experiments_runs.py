@@ -1,0 +1,239 @@
+"""Exercises 5.2 (sweep), 5.3 (determinism) and 5.6 (sizes), run on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from llms_from_scratch.ch05 import generate as book_generate
+
+from gptlab.experiments import determinism, sizes, sweep
+from gptlab.generation import generate_text_simple
+from gptlab.model import GPTModel
+from gptlab.tokenizer import get_tokenizer
+
+TINY = {
+    "vocab_size": 50257,
+    "context_length": 64,
+    "emb_dim": 32,
+    "n_heads": 2,
+    "n_layers": 2,
+    "drop_rate": 0.1,
+    "qkv_bias": False,
+}
+PROMPT = "Every effort moves you"
+SETTINGS = [(0.0, None), (1.0, 5), (1.5, None)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models are fastest on one thread (and immune to busy neighbours on a shared machine)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def make_model(seed=123, **overrides):
+    torch.manual_seed(seed)
+    return GPTModel({**TINY, **overrides}).eval()
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return get_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return make_model()
+
+
+@pytest.fixture(scope="module")
+def generations(tiny, tok):
+    # The training text contains the greedy continuation, so greedy rows must report copying it.
+    greedy = generate_text_simple(tiny, torch.tensor([tok.encode(PROMPT)]), 8, 64)[0, 4:].tolist()
+    train_text = "It was a quiet studio." + tok.decode(greedy) + " The end."
+    df = sweep.run_generations({"tiny": tiny}, tok, [PROMPT], SETTINGS, [1, 2], 8, train_text, batch_size=4)
+    return df, greedy, train_text
+
+
+# ---------------------------------------------------------------- 5.2
+
+
+def test_generation_table_columns_and_metrics(generations, tok):
+    df, greedy, train_text = generations
+    assert list(df.columns) == sweep.GENERATION_COLUMNS and len(df) == len(SETTINGS) * 2
+    assert df["top_k_label"].tolist() == ["all", "all", "5", "5", "all", "all"]
+    g = df[df["temperature"] == 0.0]
+    assert g["text"].nunique() == 1 and g["token_ids"].iloc[0] == " ".join(map(str, greedy))
+    for _, row in df.iterrows():
+        ids = [int(t) for t in row["token_ids"].split()]
+        assert row["text"] == tok.decode(ids) and row["num_generated"] == 8
+        assert row["distinct_1"] == pytest.approx(len(set(ids)) / len(ids))
+        assert row["mean_logprob"] < 0
+        if row["verbatim_span"] > 0:
+            assert row["verbatim_text"] in train_text
+    if tok.encode(tok.decode(greedy)) == greedy:  # the text re-tokenises the same way
+        assert (g["verbatim_span"] == 8).all()
+
+
+def test_rows_do_not_depend_on_batch_size(generations, tiny, tok):
+    df, _, train_text = generations
+    again = sweep.run_generations(
+        {"tiny": tiny}, tok, [PROMPT], SETTINGS, [1, 2], 8, train_text, batch_size=1
+    )
+    pd.testing.assert_frame_equal(df.drop(columns="mean_logprob"), again.drop(columns="mean_logprob"))
+    pd.testing.assert_series_equal(df["mean_logprob"], again["mean_logprob"], atol=1e-4, rtol=0)
+
+
+def test_aggregate_cells(generations):
+    df, _, _ = generations
+    cells = sweep.aggregate_cells(df)
+    assert len(cells) == len(SETTINGS) and (cells["n"] == 2).all()
+    greedy = cells[cells["temperature"] == 0.0].iloc[0]
+    assert greedy["unique_text_fraction"] == 0.5 and greedy["distinct_1_std"] == 0.0
+    hot = cells[cells["temperature"] == 1.5].iloc[0]
+    sub = df[df["temperature"] == 1.5]
+    assert hot["mean_logprob_mean"] == pytest.approx(sub["mean_logprob"].mean())
+    assert hot["unique_text_fraction"] == sub["text"].nunique() / 2
+    assert cells["top_k"].tolist()[1] == 5 and pd.isna(cells["top_k"].tolist()[0])
+    with pytest.raises(ValueError, match="lacks columns"):
+        sweep.aggregate_cells(df.drop(columns="distinct_2"))
+
+
+def test_recommend_settings_follows_its_rules():
+    cells = pd.DataFrame(
+        {
+            "model": "m",
+            "temperature": [0.0, 0.5, 1.0, 2.0, 3.0],
+            "top_k_label": ["all", "50", "all", "all", "all"],
+            "mean_logprob_mean": [-1.0, -2.0, -3.0, -6.0, -8.0],
+            "distinct_2_mean": [0.3, 0.7, 0.8, 0.99, 1.0],
+            "repetition_rate_mean": [0.5, 0.1, 0.05, 0.0, 0.0],
+            "verbatim_span_mean": [20.0, 3.0, 9.0, 1.0, 0.0],
+            "unique_text_fraction": [0.2, 1.0, 1.0, 1.0, 1.0],
+        }
+    )
+    rec = sweep.recommend_settings(cells).set_index("criterion")
+    assert list(rec.columns) == [c for c in sweep.RECOMMENDED_COLUMNS if c != "criterion"]
+    pick = {c: (rec.loc[c, "temperature"], rec.loc[c, "top_k_label"]) for c in rec.index}
+    assert pick["most_likely"] == (0.0, "all")
+    assert pick["most_likely_varied"] == (0.5, "50")
+    assert pick["most_diverse"] == (3.0, "all")
+    # median log-prob is -3: only T = 0, 0.5 and 1 qualify for the rules below
+    assert pick["balanced"] == (1.0, "all")
+    assert pick["least_repetitive"] == (1.0, "all")
+    assert pick["least_memorised"] == (0.5, "50")
+    assert rec.loc["balanced", "threshold"] == -3.0
+
+
+def test_write_sweep(tmp_path, tiny, tok):
+    paths = [tmp_path / n for n in ("gen.csv", "cells.csv", "rec.csv")]
+    gens, cells, rec = sweep.write_sweep(
+        *paths,
+        {"tiny": tiny},
+        tok,
+        [PROMPT],
+        temperatures=(0.0, 1.0),
+        top_ks=(1, None),
+        seeds=(3, 4),
+        max_new_tokens=5,
+    )
+    assert len(gens) == 2 * 2 * 2 and len(cells) == 4 and len(rec) >= 4
+    for path, df in zip(paths, (gens, cells, rec), strict=True):
+        assert list(pd.read_csv(path).columns) == list(df.columns)
+        meta = json.loads(path.with_name(path.stem + ".meta.json").read_text())
+        assert meta["seeds"] == [3, 4] and meta["config"]["top_ks"] == ["1", "all"]
+        assert meta["models"]["tiny"]["config"]["emb_dim"] == 32 and "torch" in meta["versions"]
+    with pytest.raises(ValueError, match="top_k=0"):
+        sweep.run_generations({"tiny": tiny}, tok, [PROMPT], [(1.0, 0)], [1], 3)
+    with pytest.raises(ValueError, match="seeds is empty"):
+        sweep.run_generations({"tiny": tiny}, tok, [PROMPT], [(1.0, None)], [], 3)
+
+
+# ---------------------------------------------------------------- 5.3
+
+
+def test_determinism_audit_runs_the_matrix():
+    model = make_model(vocab_size=97, context_length=16)
+    idx = torch.tensor([[1, 2, 3]])
+    df = determinism.determinism_audit(
+        model,
+        idx,
+        max_new_tokens=6,
+        top_ks=(None, 1, 5),
+        batch_sizes=(1, 3),
+        runs=2,
+    )
+    assert list(df.columns) == determinism.COLUMNS and len(df) == 2 * 3 * 2 * 2 * 2
+    assert df["as_expected"].all(), df[~df["as_expected"]]
+    greedy = df[(df["temperature"] == 0) | (df["top_k_label"] == "1")]
+    assert greedy["identical_to_greedy"].all() and (greedy["n_distinct"] == 1).all()
+    sampled = df[(df["temperature"] > 0) & (df["top_k_label"] != "1")]
+    assert not sampled["identical_to_greedy"].any()
+    assert sampled[sampled["seeding"] == "same"]["identical_across_runs"].all()
+    assert not sampled[sampled["seeding"] == "different"]["identical_across_runs"].any()
+    assert df[df["rng"] == "per_row"]["batch_invariant"].all()
+    with pytest.raises(ValueError, match="runs=1"):
+        determinism.determinism_audit(model, idx, runs=1)
+
+
+def test_write_determinism(tmp_path):
+    model = make_model(vocab_size=97, context_length=16)
+    df = determinism.write_determinism(
+        tmp_path / "det.csv",
+        model,
+        torch.tensor([[1, 2]]),
+        "small",
+        max_new_tokens=4,
+        top_ks=(None,),
+        batch_sizes=(2,),
+        runs=2,
+    )
+    back = pd.read_csv(tmp_path / "det.csv")
+    assert list(back.columns) == ["model", *determinism.COLUMNS] and len(back) == len(df) == 2 * 2 * 2
+    assert json.loads((tmp_path / "det.meta.json").read_text())["config"]["runs"] == 2
+
+
+# ---------------------------------------------------------------- 5.6
+
+
+@pytest.fixture(scope="module")
+def two_sizes(tiny):
+    return {"small": tiny, "large": make_model(seed=7, emb_dim=48, n_layers=3)}
+
+
+def test_compare_sizes_same_seeds_side_by_side_and_losses(two_sizes, tok):
+    losses = pd.DataFrame({"model": ["small", "large"], "train_loss": [9.0, 8.0], "val_loss": [9.5, 8.7]})
+    gens, summary, wide = sizes.compare_sizes(
+        two_sizes, tok, [PROMPT], [(1.5, 50)], (123, 5), 6, losses=losses
+    )
+    assert len(gens) == 4 and list(wide.columns) == [*sizes.SIDE_KEYS, "text[small]", "text[large]"]
+    assert summary["model"].tolist() == ["small", "large"]
+    assert summary["parameters"].tolist() == [
+        sum(p.numel() for p in m.parameters()) for m in two_sizes.values()
+    ]
+    assert summary.set_index("model").loc["large", "val_loss"] == 8.7
+    # seed 123 reproduces the book's torch.manual_seed(123) + generate for every size
+    for name, model in two_sizes.items():
+        torch.manual_seed(123)
+        ids = book_generate(model, torch.tensor([tok.encode(PROMPT)]), 6, 64, temperature=1.5, top_k=50)
+        text = wide[wide["seed"] == 123][f"text[{name}]"].iloc[0]
+        assert text == tok.decode(ids[0, 4:].tolist())
+    with pytest.raises(ValueError, match="none of the models"):
+        sizes.summarise_sizes(gens, losses=losses.assign(model=["a", "b"]))
+    with pytest.raises(ValueError, match="needs a 'model' column"):
+        sizes.summarise_sizes(gens, losses=losses.drop(columns="model"))
+
+
+def test_write_sizes_and_book_reference(tmp_path, two_sizes, tok):
+    paths = [tmp_path / n for n in ("gen.csv", "summary.csv", "side.csv")]
+    sizes.write_sizes(*paths, two_sizes, tok, [PROMPT, "I had always"], seeds=(1,), max_new_tokens=4)
+    assert len(pd.read_csv(paths[2])) == 2 and all(p.with_name(p.stem + ".meta.json").exists() for p in paths)
+    ref = sizes.check_book_reference(two_sizes["small"], tok, "124M")
+    assert ref["text"].startswith(PROMPT) and ref["matches_book"] is False  # random weights, not GPT-2
+    with pytest.raises(ValueError, match="size='7B'"):
+        sizes.check_book_reference(two_sizes["small"], tok, "7B")
