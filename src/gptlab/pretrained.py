@@ -1,0 +1,133 @@
+"""Exercise 5.5: training and validation loss of pretrained models on the chapter's corpus.
+
+The procedure is the book's: the chapter's loaders (90/10 split by
+characters, ``max_length=stride=256``, batch 2, ``torch.manual_seed(123)``
+before building them), the model in eval mode, ``torch.manual_seed(123)``
+again right before evaluating, and all batches of both loaders. The seed is
+reset for every model, so results do not depend on the order of ``models``.
+
+The book's figures for OpenAI's weights on *The Verdict*: 124M train 3.7547,
+val 3.5596; 1558M train 3.3046, val 3.1195.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .data import create_book_loaders
+from .losses import calc_loss_loader
+
+COLUMNS = ("model", "split", "loss", "perplexity", "n_batches", "n_tokens")
+
+
+def _materialize(name: str, model, device):
+    """A model object from a model, a converted GPT-2 (folder/.safetensors) or a gptlab checkpoint (.pt)."""
+    if isinstance(model, torch.nn.Module):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if path.suffix in (".pt", ".pth"):
+            from .checkpoint import model_from_checkpoint
+
+            return model_from_checkpoint(path, device=device)
+        from .gpt2 import load_gpt2
+
+        return load_gpt2(path)
+    raise TypeError(
+        f"models[{name!r}] is a {type(model).__name__}; give a GPTModel, a converted GPT-2 folder or "
+        "model.safetensors, or a gptlab checkpoint (.pt)"
+    )
+
+
+def _n_tokens(loader) -> int:
+    """Target tokens the loss averages over (drop_last loaders skip the incomplete batch)."""
+    windows = len(loader) * loader.batch_size if loader.drop_last else len(loader.dataset)
+    return min(windows, len(loader.dataset)) * len(loader.dataset[0][1])
+
+
+def evaluate_losses(
+    models: dict,
+    text: str,
+    *,
+    train_ratio: float = 0.90,
+    max_length: int = 256,
+    stride: int = 256,
+    batch_size: int = 2,
+    seed: int = 123,
+    device="cpu",
+    tokenizer=None,
+) -> pd.DataFrame:
+    """Loss and perplexity of each model on the train and validation split of ``text``.
+
+    ``models`` maps a name to a ``GPTModel`` or to a path (converted GPT-2
+    folder / ``model.safetensors``, or a gptlab ``.pt`` checkpoint); paths are
+    loaded one at a time and released, so large models never coexist in memory.
+    Returns a tidy frame: one row per model and split with :data:`COLUMNS`.
+    """
+    if not models:
+        raise ValueError("models is empty: give at least one name -> model (or path)")
+    device = torch.device(device)
+    train_loader, val_loader = create_book_loaders(
+        text,
+        train_ratio=train_ratio,
+        batch_size=batch_size,
+        max_length=max_length,
+        stride=stride,
+        seed=seed,
+        tokenizer=tokenizer,
+    )
+    rows = []
+    for name, entry in models.items():
+        model = _materialize(name, entry, device)
+        context = model.pos_emb.num_embeddings
+        if max_length > context:
+            raise ValueError(
+                f"max_length={max_length} exceeds the context length {context} of model {name!r}; "
+                f"use max_length <= {context}"
+            )
+        was_training = model.training
+        model.to(device).eval()
+        torch.manual_seed(seed)  # as the book does before calc_loss_loader
+        with torch.no_grad():
+            losses = {
+                "train": calc_loss_loader(train_loader, model, device),
+                "val": calc_loss_loader(val_loader, model, device),
+            }
+        model.train(was_training)
+        for split, loader in (("train", train_loader), ("val", val_loader)):
+            rows.append(
+                {
+                    "model": name,
+                    "split": split,
+                    "loss": losses[split],
+                    "perplexity": math.exp(losses[split]),
+                    "n_batches": len(loader),
+                    "n_tokens": _n_tokens(loader),
+                }
+            )
+        del model  # a model loaded here from a path is freed before the next one
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def write_losses_csv(frame: pd.DataFrame, path) -> Path:
+    """Write ``frame`` as CSV atomically (temporary file, then rename); return the path."""
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"the frame lacks columns {missing}; pass the result of evaluate_losses")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            frame.to_csv(f, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
