@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
+from torch.overrides import TorchFunctionMode
 
 from .convert import FORMAT, SAFETENSORS, read_hparams
 from .download import DownloadError, download_file
@@ -227,6 +228,24 @@ def read_gpt2_hparams(path) -> dict:
     return check_hparams(json.loads(meta["hparams"]))
 
 
+class _SkipValues(TorchFunctionMode):
+    """Skip computing values that are discarded anyway while a model is built on the meta device.
+
+    Weight init and the causal mask's ``triu`` are thrown away (the weights come
+    from the file, the mask is rebuilt once), and on the meta device they run
+    Python reference kernels whose first use imports ``torch._dynamo``: seconds
+    and ~100 MB for nothing. Modes are thread-local, so this affects no other code.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]
+        if func is torch.triu:
+            return args[0]
+        return func(*args, **kwargs)
+
+
 def load_gpt2(path, *, device=None, drop_rate: float = 0.0, dtype: torch.dtype | None = None) -> GPTModel:
     """The ``GPTModel`` of a converted GPT-2 (folder or ``model.safetensors``), in eval mode.
 
@@ -239,7 +258,7 @@ def load_gpt2(path, *, device=None, drop_rate: float = 0.0, dtype: torch.dtype |
     file = _safetensors_file(path)
     hparams = read_gpt2_hparams(file)
     cfg = gpt2_model_config(hparams, drop_rate=drop_rate)
-    with torch.device("meta"):
+    with torch.device("meta"), _SkipValues():
         model = GPTModel(cfg)
     expected = {
         k: tuple(v.shape)
