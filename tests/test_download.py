@@ -47,6 +47,8 @@ def test_file_url(served, tmp_path):
     root, data, sha = served
     result = download_file([(root / "blob.bin").as_uri()], tmp_path / "b", expected_sha256=sha, **FAST)
     assert result.path.read_bytes() == data
+    plain = download_file(root / "blob.bin", tmp_path / "c", expected_sha256=sha, **FAST)  # a local path
+    assert plain.path.read_bytes() == data
 
 
 def test_cut_connection_resumes_with_range(served, tmp_path):

@@ -50,10 +50,15 @@ def _book_procedure(model, text, seed=123, **loader_kwargs):
         return calc_loss_loader(train_loader, model, "cpu"), calc_loss_loader(val_loader, model, "cpu")
 
 
-def test_losses_follow_the_books_procedure(converted, text):
-    gpt2 = load_gpt2(converted)
-    other = _random_model()
-    frame = evaluate_losses({"synthetic": gpt2, "random": other}, text, **SHORT)
+@pytest.fixture(scope="module")
+def two_models(converted, text):
+    """Two models and their losses, computed once for the module."""
+    gpt2, other = load_gpt2(converted), _random_model()
+    return gpt2, other, evaluate_losses({"synthetic": gpt2, "random": other}, text, **SHORT)
+
+
+def test_losses_follow_the_books_procedure(two_models, text):
+    gpt2, other, frame = two_models
     assert list(frame.columns) == list(COLUMNS)
     assert list(zip(frame["model"], frame["split"], strict=True)) == [
         ("synthetic", "train"),
@@ -76,18 +81,18 @@ def test_losses_follow_the_books_procedure(converted, text):
     assert rows.loc["val", "n_tokens"] == len(val_loader.dataset) * 16
 
 
-def test_order_of_models_does_not_matter(converted, text):
-    a = evaluate_losses({"x": load_gpt2(converted), "y": _random_model()}, text, **SHORT)
-    b = evaluate_losses({"y": _random_model(), "x": load_gpt2(converted)}, text, **SHORT)
+def test_order_of_models_does_not_matter(two_models, converted, text):
+    a = two_models[2]
+    b = evaluate_losses({"random": _random_model(), "synthetic": load_gpt2(converted)}, text, **SHORT)
     key = ["model", "split"]
     pd.testing.assert_frame_equal(
         a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
     )
 
 
-def test_models_given_as_paths_are_loaded(converted, text):
-    by_path = evaluate_losses({"gpt2": converted.parent}, text, **SHORT)
-    by_model = evaluate_losses({"gpt2": load_gpt2(converted)}, text, **SHORT)
+def test_models_given_as_paths_are_loaded(two_models, converted, text):
+    by_path = evaluate_losses({"synthetic": converted.parent}, text, **SHORT)
+    by_model = two_models[2].iloc[:2]
     pd.testing.assert_frame_equal(by_path, by_model)
 
 
@@ -100,12 +105,12 @@ def test_bad_input(converted, text, small_text):
         evaluate_losses({"n": 3}, text, **SHORT)
 
 
-def test_csv_is_tidy_and_written_atomically(converted, text, tmp_path):
-    frame = evaluate_losses({"gpt2-synthetic": load_gpt2(converted)}, text, **SHORT)
+def test_csv_is_tidy_and_written_atomically(two_models, tmp_path):
+    frame = two_models[2]
     out = write_losses_csv(frame, tmp_path / "ex5" / "losses.csv")
     assert sorted(p.name for p in out.parent.iterdir()) == ["losses.csv"]
     back = pd.read_csv(out)
-    assert list(back.columns) == list(COLUMNS) and len(back) == 2
+    assert list(back.columns) == list(COLUMNS) and len(back) == 4
     assert back["loss"].tolist() == pytest.approx(frame["loss"].tolist(), rel=1e-15)
     with pytest.raises(ValueError, match=r"lacks columns \['perplexity'"):
         write_losses_csv(frame.drop(columns=["perplexity"]), tmp_path / "bad.csv")

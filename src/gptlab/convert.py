@@ -159,7 +159,7 @@ def convert_tf_checkpoint(src, dest=None, *, hparams_path=None, progress: bool =
             written = 0
             names = list(expected)
             if progress:
-                from tqdm.auto import tqdm
+                from tqdm import tqdm
 
                 names = tqdm(names, desc=f"convert {dest.name}", unit="var", file=sys.stderr)
             for name in names:

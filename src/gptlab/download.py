@@ -33,7 +33,7 @@ from urllib.request import url2pathname
 
 import requests
 import urllib3
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 CHUNK = 1 << 20
 VERDICT_URL = (
@@ -115,8 +115,8 @@ def _bar(name: str, total, initial: int, progress: bool):
 
 
 def _fetch_file_url(url: str, part: Path, name: str, progress: bool) -> tuple[int, None]:
-    """Copy a ``file://`` URL into ``part``, resuming after the bytes already there."""
-    src = Path(url2pathname(urlparse(url).path))
+    """Copy a ``file://`` URL (or a plain local path) into ``part``, resuming after the bytes there."""
+    src = Path(url2pathname(urlparse(url).path)) if url.startswith("file:") else Path(url)
     if not src.is_file():
         raise _Permanent(f"{src} does not exist")
     total = src.stat().st_size
@@ -204,14 +204,14 @@ def download_file(
 ) -> Download:
     """Download the first working URL of ``urls`` to ``dest``, verified; return a :class:`Download`.
 
-    ``urls`` is one URL or a list (mirrors, in order; ``http(s)://`` or
-    ``file://``). An existing ``dest`` is kept if it passes the given checks
+    ``urls`` is one URL or a list (mirrors, in order; ``http(s)://``,
+    ``file://`` or a plain local path). An existing ``dest`` is kept if it passes the given checks
     (always, when none are given), else fetched again. Each URL gets
     ``retries`` further attempts after transient errors, waiting ``backoff``,
     ``2*backoff``, ... seconds; each attempt resumes where the last stopped.
     ``remedy`` replaces the generic advice in the final error message.
     """
-    urls = [urls] if isinstance(urls, (str, os.PathLike)) else [str(u) for u in urls]
+    urls = [str(urls)] if isinstance(urls, (str, os.PathLike)) else [str(u) for u in urls]
     if not urls:
         raise ValueError(f"no URL given for {dest}")
     if retries < 0 or backoff < 0:
@@ -240,7 +240,7 @@ def download_file(
                 if attempt:
                     time.sleep(backoff * 2 ** (attempt - 1))
                 try:
-                    if urlparse(url).scheme == "file":
+                    if urlparse(url).scheme in ("file", ""):
                         total, md5 = _fetch_file_url(url, part, dest.name, progress)
                     else:
                         total, md5 = _fetch_http(

@@ -282,7 +282,8 @@ def load_gpt2(path, *, device=None, drop_rate: float = 0.0, dtype: torch.dtype |
     for i in range(cfg["n_layers"]):
         state[f"trf_blocks.{i}.att.mask"] = mask  # never modified in place, so one copy serves all
     result = model.load_state_dict(state, strict=False, assign=True)
-    assert result.missing_keys == ["out_head.weight"] and not result.unexpected_keys, result
+    if result.missing_keys != ["out_head.weight"] or result.unexpected_keys:  # checked above; keep it so
+        raise RuntimeError(f"{file}: unexpected state-dict mismatch {result}")
     model.out_head.weight = model.tok_emb.weight  # weight tying, as in OpenAI's GPT-2
     if dtype is not None:
         model.to(dtype)
