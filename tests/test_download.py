@@ -125,6 +125,19 @@ def test_corrupt_range_after_resume_is_detected(served, tmp_path):
     assert dest.read_bytes() == data
 
 
+def test_whole_file_md5_of_a_cut_response_still_applies_after_resume(served, tmp_path):
+    """The flipped byte arrives in the first (200) response; the resumed range itself is clean."""
+    root, _, _ = served
+    dest = tmp_path / "blob.bin"
+    with FileServer(
+        root, content_md5=True, corrupt={"blob.bin"}, cut_after={"blob.bin": SIZE // 2 + 10}
+    ) as server:
+        with pytest.raises(DownloadError, match="differs from the server's Content-MD5"):
+            download_file([server.url("blob.bin")], dest, retries=1, **FAST)
+    assert [s for *_, s in server.requests] == [200, 206]  # caught on the resumed attempt
+    assert _leftovers(tmp_path) == ["www"]
+
+
 def test_size_mismatch_is_a_different_file(served, tmp_path):
     root, _, _ = served
     with FileServer(root) as server:

@@ -132,8 +132,12 @@ def _fetch_file_url(url: str, part: Path, name: str, progress: bool) -> tuple[in
     return total, None
 
 
-def _fetch_http(url, part: Path, name, progress, session, timeout, expected_size):
-    """One HTTP attempt; returns ``(total_size, whole_file_md5_b64 or None)``."""
+def _fetch_http(url, part: Path, name, progress, session, timeout, expected_size, seen: dict):
+    """One HTTP attempt; returns ``(total_size, whole_file_md5_b64 or None)``.
+
+    ``seen`` keeps the whole file's MD5 across the attempts on one URL: a 200
+    response that is cut still told us the MD5 that the resumed file must have.
+    """
     offset = part.stat().st_size if part.exists() else 0
     if expected_size is not None and offset > expected_size:
         part.unlink()
@@ -169,6 +173,7 @@ def _fetch_http(url, part: Path, name, progress, session, timeout, expected_size
             length = r.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             whole_md5 = r.headers.get("Content-MD5") or r.headers.get("x-ms-blob-content-md5")
+        whole_md5 = seen["md5"] = whole_md5 or seen.get("md5")
         if expected_size is not None and total is not None and total != expected_size:
             raise _Permanent(f"server reports {total} bytes, expected {expected_size}: a different file")
         range_hash = hashlib.md5()
@@ -235,7 +240,7 @@ def download_file(
     failures: list[str] = []
     try:
         for url in urls:
-            error = None
+            error, seen = None, {}
             for attempt in range(retries + 1):
                 if attempt:
                     time.sleep(backoff * 2 ** (attempt - 1))
@@ -244,7 +249,7 @@ def download_file(
                         total, md5 = _fetch_file_url(url, part, dest.name, progress)
                     else:
                         total, md5 = _fetch_http(
-                            url, part, dest.name, progress, session, timeout, expected_size
+                            url, part, dest.name, progress, session, timeout, expected_size, seen
                         )
                     if part.stat().st_size != total:
                         raise _Corrupt(f"got {part.stat().st_size} bytes, the source has {total}")
