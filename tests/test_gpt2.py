@@ -142,7 +142,21 @@ def test_both_mirrors_failing_names_urls_and_remedy(mirrors, tmp_path):
     assert server.url(f"primary/{SIZE}/checkpoint") in message
     assert server.url(f"backup/{SIZE}/checkpoint") in message
     assert "base_url / backup_base_url" in message and "file://" in message
-    assert not (dest / "checkpoint").exists() and not (dest / "manifest.json").exists()
+    assert not (dest / "checkpoint").exists()  # the first file: nothing verified, nothing pinned
+    assert not (dest / "manifest.json").exists()
+
+
+def test_files_verified_before_a_failure_are_pinned(mirrors, tmp_path):
+    dest = tmp_path / SIZE
+    with FileServer(mirrors, missing={f"{m}/{SIZE}/vocab.bpe" for m in ("primary", "backup")}) as server:
+        with pytest.raises(DownloadError, match="vocab.bpe"):
+            download_gpt2(SIZE, dest, **_bases(server), **FAST)
+        assert set(read_manifest(dest)["files"]) == set(FILENAMES) - {"vocab.bpe"}
+        server.missing.clear()
+        n = len(server.requests)
+        download_gpt2(SIZE, dest, **_bases(server), **FAST)
+        assert [p for p, _, _ in server.requests[n:]] == [f"primary/{SIZE}/vocab.bpe"]
+    assert set(read_manifest(dest)["files"]) == set(FILENAMES)
 
 
 def test_file_url_mirror_for_offline_use(mirrors, tmp_path, synthetic_ckpt):

@@ -140,8 +140,8 @@ def download_gpt2(
     Files already present are checked against ``manifest.json`` (sha256) and
     fetched again only if they fail. Without a manifest, the files of 124M and
     355M are checked against OpenAI's known sizes (``check_known_sizes=False``
-    for mirrors holding other files, such as synthetic test checkpoints), and
-    the manifest is written after the first complete download.
+    for mirrors holding other files, such as synthetic test checkpoints). Each
+    file's size, sha256 and source URL go into the manifest once it is verified.
     """
     _check_size(model_size)
     model_dir = Path(model_dir)
@@ -160,7 +160,7 @@ def download_gpt2(
         f"release into {model_dir} yourself"
         + (f"; {MANIFEST} there pins their sha256 (delete it to accept other files)" if pinned else "")
     )
-    files = {}
+    files = dict(pinned)
     for name in FILENAMES:
         entry = pinned.get(name, {})
         result = download_file(
@@ -174,11 +174,13 @@ def download_gpt2(
             progress=progress,
             remedy=remedy,
         )
-        files[name] = {"size": result.size, "sha256": result.sha256, "url": result.url or entry.get("url")}
+        record = {"size": result.size, "sha256": result.sha256, "url": result.url or entry.get("url")}
+        if record != entry:  # pin each file as soon as it is verified, so a failed run keeps its progress
+            files[name] = record
+            _write_json(
+                model_dir / MANIFEST, {"format": MANIFEST_FORMAT, "model_size": model_size, "files": files}
+            )
     read_hparams(model_dir / "hparams.json")  # fail here, not later, on a broken hparams.json
-    new = {"format": MANIFEST_FORMAT, "model_size": model_size, "files": files}
-    if new != manifest:
-        _write_json(model_dir / MANIFEST, new)
     return model_dir
 
 
