@@ -4,14 +4,17 @@ Sub-module names, parameter names and the order in which parameters are
 created match the book, so ``torch.manual_seed(123); GPTModel(cfg)`` yields the
 book's initial weights and the book's state dicts load unchanged.
 
-Beyond the book: an optional key/value cache (``KVCache``) for fast decoding.
-With ``cache=None`` the forward pass is the book's, operation for operation.
+Beyond the book: an optional key/value cache (``KVCache``) for fast decoding,
+and a fast mode (``GPTModel.set_fast``) that computes the same functions with
+PyTorch's fused kernels. By default (fast mode off) and with ``cache=None``
+the forward pass is the book's, operation for operation.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 CONFIG_KEYS = (
     "vocab_size",
@@ -67,6 +70,8 @@ class KVCache:
 
 
 class MultiHeadAttention(nn.Module):
+    fast = False  # class default, so the state dict and the book's path are untouched
+
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
         super().__init__()
         assert d_out % num_heads == 0, "d_out must be divisible by num_heads"
@@ -99,6 +104,11 @@ class MultiHeadAttention(nn.Module):
             keys = cache.keys[layer][:, :, :end]
             values = cache.values[layer][:, :, :end]
 
+        if self.fast:
+            context_vec = self._fused_attention(queries, keys, values, start, num_tokens)
+            context_vec = context_vec.transpose(1, 2).contiguous().view(b, num_tokens, self.d_out)
+            return self.out_proj(context_vec)
+
         attn_scores = queries @ keys.transpose(2, 3)
         mask_bool = self.mask.bool()[start : start + num_tokens, : start + num_tokens]
         attn_scores.masked_fill_(mask_bool, -torch.inf)
@@ -109,8 +119,22 @@ class MultiHeadAttention(nn.Module):
         context_vec = context_vec.contiguous().view(b, num_tokens, self.d_out)
         return self.out_proj(context_vec)
 
+    def _fused_attention(self, queries, keys, values, start, num_tokens):
+        """The book's masked, scaled softmax attention (dropout on the weights) in one fused call."""
+        dropout_p = self.dropout.p if self.training else 0.0
+        if start == 0:  # queries and keys cover the same positions: the plain causal mask
+            return F.scaled_dot_product_attention(queries, keys, values, dropout_p=dropout_p, is_causal=True)
+        if num_tokens == 1:  # one new token after the cache sees every stored position
+            return F.scaled_dot_product_attention(queries, keys, values, dropout_p=dropout_p)
+        # Several new tokens after the cache: ``is_causal`` would align the mask
+        # to the top-left corner, so pass the book's mask rows explicitly.
+        allowed = ~self.mask.bool()[start : start + num_tokens, : start + num_tokens]
+        return F.scaled_dot_product_attention(queries, keys, values, attn_mask=allowed, dropout_p=dropout_p)
+
 
 class LayerNorm(nn.Module):
+    fast = False
+
     def __init__(self, emb_dim):
         super().__init__()
         self.eps = 1e-5
@@ -118,6 +142,8 @@ class LayerNorm(nn.Module):
         self.shift = nn.Parameter(torch.zeros(emb_dim))
 
     def forward(self, x):
+        if self.fast:  # the same normalisation (biased variance, eps inside the root), fused
+            return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
         mean = x.mean(dim=-1, keepdim=True)
         var = x.var(dim=-1, keepdim=True, unbiased=False)
         norm_x = (x - mean) / torch.sqrt(var + self.eps)
@@ -125,7 +151,11 @@ class LayerNorm(nn.Module):
 
 
 class GELU(nn.Module):
+    fast = False
+
     def forward(self, x):
+        if self.fast:  # the book's tanh approximation, as one kernel
+            return F.gelu(x, approximate="tanh")
         return (
             0.5
             * x
@@ -207,6 +237,23 @@ class GPTModel(nn.Module):
             cache.pos += seq_len
         x = self.final_norm(x)
         return self.out_head(x)
+
+    def set_fast(self, enabled: bool = True) -> GPTModel:
+        """Switch attention, LayerNorm and GELU to PyTorch's fused kernels (or back).
+
+        The functions computed are the book's (causal attention with dropout on
+        the attention weights, biased-variance LayerNorm, tanh-approximated
+        GELU); only rounding differs. Parameters, state dict and
+        initialisation do not change, so checkpoints move freely between modes.
+        """
+        for module in self.modules():
+            if isinstance(module, (MultiHeadAttention, LayerNorm, GELU)):
+                module.fast = bool(enabled)
+        return self
+
+    @property
+    def is_fast(self) -> bool:
+        return self.final_norm.fast
 
 
 def count_parameters(model: nn.Module) -> int:

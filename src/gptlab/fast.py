@@ -1,0 +1,177 @@
+"""Fast mode: the book's training with the kernels PyTorch already provides.
+
+The book-exact mode stays the default everywhere; fast mode is opt-in and
+changes rounding only, never the model, its parameters, the data order, the
+dropout semantics or the initialisation:
+
+- attention, LayerNorm and GELU use fused kernels (``GPTModel.set_fast``);
+- AdamW runs as one fused (or multi-tensor) kernel instead of a loop over
+  162 parameter tensors;
+- forward passes run under bf16 autocast where the hardware computes bf16
+  natively (CUDA with bf16 support; CPUs with AVX512-BF16 or AMX), float32
+  elsewhere;
+- evaluation runs under ``torch.inference_mode`` (no autograd bookkeeping);
+- ``torch.compile`` is optional (it pays off only for long runs: compiling
+  the 124M model takes minutes on a small CPU).
+
+    model, optimizer, autocast = fast_training(model, dict(lr=4e-4, weight_decay=0.1))
+    with autocast():
+        loss = calc_loss_batch(x, y, model, device)
+    loss.backward()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import NamedTuple
+
+import torch
+
+from .losses import calc_loss_batch
+
+
+def _device_type(device) -> str:
+    return torch.device(device if device is not None else "cpu").type
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matmuls natively (AVX512-BF16 or AMX).
+
+    ``torch.backends.cpu.get_cpu_capability()`` names only the vector ISA
+    PyTorch dispatches to ("AVX2", "AVX512"), which does not say whether bf16
+    dot products exist, so ask the finer-grained probes; without them bf16
+    autocast on the CPU emulates bf16 and is slower than float32.
+    """
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def bf16_supported(device) -> bool:
+    """Whether bf16 autocast speeds up training on ``device``."""
+    kind = _device_type(device)
+    if kind == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if kind == "cpu":
+        return cpu_has_native_bf16()
+    return False
+
+
+def autocast_context(device, bf16: bool | None = None):
+    """A zero-argument factory of the autocast context for forward passes on ``device``.
+
+    ``bf16=None`` picks bf16 when :func:`bf16_supported`; ``False`` gives a
+    no-op context (float32 throughout); ``True`` insists, and raises on
+    hardware that would only emulate it.
+    """
+    kind = _device_type(device)
+    if bf16 is None:
+        bf16 = bf16_supported(device)
+    elif bf16 and not bf16_supported(device):
+        raise ValueError(
+            f"bf16=True but device {kind!r} has no native bf16 support here; use bf16=None (auto) or False"
+        )
+    if not bf16:
+        return contextlib.nullcontext
+    return functools.partial(torch.autocast, device_type=kind, dtype=torch.bfloat16)
+
+
+def make_adamw(params, *, lr: float, weight_decay: float, device=None, **kwargs) -> torch.optim.AdamW:
+    """The book's AdamW, as one fused kernel where this PyTorch build has one for ``device``.
+
+    The update rule is the same as the default implementation's; only the
+    order of floating-point operations differs. Falls back to the multi-tensor
+    (``foreach``) implementation.
+    """
+    params = list(params)
+    kind = _device_type(device if device is not None else (params[0].device if params else "cpu"))
+    if kind in ("cpu", "cuda"):
+        try:
+            return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True, **kwargs)
+        except (RuntimeError, ValueError):  # an older build or a device without a fused kernel
+            pass
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True, **kwargs)
+
+
+class FastTraining(NamedTuple):
+    """What :func:`fast_training` returns: use them in place of the book's model and optimizer."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    autocast: object  # zero-argument context-manager factory for forward passes
+
+
+def fast_training(
+    model,
+    optimizer_params: dict,
+    *,
+    device=None,
+    bf16: bool | None = None,
+    compile: bool = False,
+) -> FastTraining:
+    """Put ``model`` (a ``GPTModel``, already on its device) into fast mode and build its optimizer.
+
+    ``optimizer_params`` are AdamW's keyword arguments (the book:
+    ``dict(lr=0.0004, weight_decay=0.1)``). The model is modified in place
+    (``compile`` uses ``nn.Module.compile``, which keeps the state-dict keys,
+    so checkpoints stay interchangeable with the exact mode). Wrap forward
+    passes, not ``backward()``, in ``autocast()``.
+    """
+    if not hasattr(model, "set_fast"):
+        raise TypeError(f"fast_training needs a gptlab GPTModel, got {type(model).__name__}")
+    if device is None:
+        device = next(model.parameters()).device
+    model.set_fast(True)
+    if compile:
+        model.compile()
+    optimizer = make_adamw(model.parameters(), device=device, **optimizer_params)
+    return FastTraining(model, optimizer, autocast_context(device, bf16))
+
+
+def calc_loss_loader(data_loader, model, device, num_batches=None, autocast=contextlib.nullcontext):
+    """The book's ``calc_loss_loader`` without autograd bookkeeping (and under ``autocast``).
+
+    Same batches, same averaging; the loss is computed in float32 from the
+    logits whatever the autocast dtype.
+    """
+    if len(data_loader) == 0:
+        return float("nan")
+    num_batches = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
+    total_loss = 0.0
+    with torch.inference_mode():
+        for i, (input_batch, target_batch) in enumerate(data_loader):
+            if i >= num_batches:
+                break
+            with autocast():
+                logits = model(input_batch.to(device))
+            loss = torch.nn.functional.cross_entropy(
+                logits.flatten(0, 1).float(), target_batch.to(device).flatten()
+            )
+            total_loss += loss.item()
+    return total_loss / num_batches
+
+
+def evaluate_model(model, train_loader, val_loader, device, eval_iter, autocast=contextlib.nullcontext):
+    """The book's ``evaluate_model`` in inference mode: ``(train_loss, val_loss)``."""
+    model.eval()
+    try:
+        train_loss = calc_loss_loader(train_loader, model, device, eval_iter, autocast)
+        val_loss = calc_loss_loader(val_loader, model, device, eval_iter, autocast)
+    finally:
+        model.train()
+    return train_loss, val_loss
+
+
+def make_evaluator(autocast=contextlib.nullcontext):
+    """``evaluate_model`` with the book's signature, bound to ``autocast``."""
+    return functools.partial(evaluate_model, autocast=autocast)
+
+
+def train_step(model, optimizer, input_batch, target_batch, device, autocast=contextlib.nullcontext):
+    """One optimizer step as the book's loop does it; returns the loss tensor."""
+    optimizer.zero_grad(set_to_none=True)
+    with autocast():
+        loss = calc_loss_batch(input_batch, target_batch, model, device)
+    loss.backward()
+    optimizer.step()
+    return loss

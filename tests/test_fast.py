@@ -1,0 +1,224 @@
+"""Fast mode: the same model and training, computed with fused kernels.
+
+Exact mode must stay the book's bit for bit; fast mode must compute the same
+functions (up to rounding) with the same parameters, dropout and cache semantics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from gptlab import fast
+from gptlab.generation import generate
+from gptlab.losses import calc_loss_loader
+from gptlab.model import GPTModel, KVCache, MultiHeadAttention
+
+book_ch04 = pytest.importorskip(
+    "llms_from_scratch.ch04", reason="the book's package (llms-from-scratch) is not installed"
+)
+book_ch05 = pytest.importorskip("llms_from_scratch.ch05", reason="the book's package is not installed")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny models gain nothing from threads, and on a busy machine thread
+    # synchronisation makes them many times slower.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def pair(cfg, seed=123):
+    """An exact-mode and a fast-mode model with identical weights."""
+    torch.manual_seed(seed)
+    exact = GPTModel(cfg)
+    torch.manual_seed(seed)
+    quick = GPTModel(cfg).set_fast()
+    return exact, quick
+
+
+def test_fast_mode_keeps_parameters_state_dict_and_initialisation(tiny_config):
+    exact, quick = pair(tiny_config)
+    assert quick.is_fast and not exact.is_fast
+    a, b = exact.state_dict(), quick.state_dict()
+    assert list(a) == list(b)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # Switching back restores the book's computation exactly.
+    idx = torch.randint(0, 1000, (2, 20))
+    quick.set_fast(False).eval(), exact.eval()
+    assert not quick.is_fast
+    assert torch.equal(quick(idx), exact(idx))
+
+
+def test_logits_match_the_exact_mode_in_float32(tiny_config):
+    exact, quick = pair(tiny_config)
+    exact.eval(), quick.eval()
+    idx = torch.randint(0, tiny_config["vocab_size"], (3, tiny_config["context_length"]))
+    with torch.no_grad():
+        ref, got = exact(idx), quick(idx)
+    assert not torch.equal(ref, got)  # really a different computation ...
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)  # ... of the same function
+
+
+def test_gradients_match_without_dropout(tiny_config):
+    cfg = dict(tiny_config, drop_rate=0.0, vocab_size=1000)
+    exact, quick = pair(cfg)
+    idx = torch.randint(0, 1000, (2, 24))
+    target = torch.randint(0, 1000, (2, 24))
+    for model in (exact, quick):
+        torch.nn.functional.cross_entropy(model(idx).flatten(0, 1), target.flatten()).backward()
+    for (name, p), q in zip(exact.named_parameters(), quick.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("fast_mode", [False, True])
+def test_dropout_is_on_the_attention_weights_with_inverted_scaling(fast_mode):
+    # E[dropout(weights)] = weights: the average over many training passes is
+    # the eval output, and single passes differ from it.
+    torch.manual_seed(0)
+    att = MultiHeadAttention(8, 8, context_length=6, dropout=0.5, num_heads=2)
+    att.fast = fast_mode
+    x = torch.randn(1, 6, 8).expand(4000, -1, -1)  # every row draws its own dropout mask
+    with torch.no_grad():
+        expected = att.eval()(x[:1])[0]
+        samples = att.train()(x)
+    assert not torch.allclose(samples[0], expected, atol=1e-3)
+    # out_proj is affine, so the mean passes through it.
+    torch.testing.assert_close(samples.mean(0), expected, rtol=0, atol=0.03)
+
+
+def test_kv_cache_in_fast_mode_matches_full_forward(tiny_config):
+    _, quick = pair(tiny_config)
+    quick.eval()
+    idx = torch.randint(0, 1000, (2, 16))
+    with torch.no_grad():
+        full = quick(idx)
+        cache = KVCache(quick.cfg, batch_size=2, max_len=16)
+        prefill = quick(idx[:, :6], cache=cache)  # empty cache: causal mask
+        one = quick(idx[:, 6:7], cache=cache)  # one token: no mask
+        several = quick(idx[:, 7:16], cache=cache)  # several tokens after the cache: explicit mask
+    got = torch.cat([prefill, one, several], dim=1)
+    torch.testing.assert_close(got, full, rtol=0, atol=1e-5)
+    assert cache.pos == 16
+
+
+def test_generate_in_fast_mode_gives_the_exact_modes_tokens(tiny_config):
+    exact, quick = pair(tiny_config)
+    exact.eval(), quick.eval()
+    idx = torch.randint(0, 1000, (2, 5))
+    want = generate(exact, idx, 20, tiny_config["context_length"])
+    assert torch.equal(generate(quick, idx, 20, tiny_config["context_length"]), want)
+    # Beyond the context window the cache is refilled (a prefill after a cache hit).
+    long_run = generate(quick, idx, 40, tiny_config["context_length"])
+    assert long_run.shape == (2, 45)
+    assert torch.equal(long_run, generate(exact, idx, 40, tiny_config["context_length"], use_cache=False))
+
+
+def test_conformance_with_the_books_model(tiny_config):
+    torch.manual_seed(123)
+    book = book_ch04.GPTModel(tiny_config).eval()
+    exact = GPTModel(tiny_config).eval()
+    exact.load_state_dict(book.state_dict())
+    quick = GPTModel(tiny_config).eval().set_fast()
+    quick.load_state_dict(book.state_dict())
+    idx = torch.randint(0, tiny_config["vocab_size"], (2, 30))
+    with torch.no_grad():
+        ref = book(idx)
+        assert torch.equal(exact(idx), ref)
+        torch.testing.assert_close(quick(idx), ref, rtol=0, atol=1e-5)
+
+
+def test_sampling_conformance_with_the_books_generate(tiny_config):
+    torch.manual_seed(123)
+    book = book_ch04.GPTModel(tiny_config).eval()
+    ours = GPTModel(tiny_config).eval()
+    ours.load_state_dict(book.state_dict())
+    idx = torch.tensor([[15496, 11, 314, 716]])
+    torch.manual_seed(7)
+    want = book_ch05.generate(book, idx, 15, tiny_config["context_length"], temperature=1.4, top_k=25)
+    torch.manual_seed(7)
+    got = generate(ours, idx, 15, tiny_config["context_length"], temperature=1.4, top_k=25)
+    assert torch.equal(got, want)
+    # Greedy decoding in fast mode picks the book's tokens too.
+    ours.set_fast()
+    greedy = book_ch05.generate(book, idx, 15, tiny_config["context_length"])
+    assert torch.equal(generate(ours, idx, 15, tiny_config["context_length"]), greedy)
+
+
+def test_fused_adamw_takes_the_books_adamw_step(tiny_config):
+    exact, quick = pair(dict(tiny_config, vocab_size=1000))
+    ref_opt = torch.optim.AdamW(exact.parameters(), lr=4e-4, weight_decay=0.1)
+    opt = fast.make_adamw(quick.parameters(), lr=4e-4, weight_decay=0.1)
+    assert opt.param_groups[0]["fused"] or opt.param_groups[0]["foreach"]
+    quick.set_fast(False)  # same forward, so only the optimizer differs
+    before = [p.detach().clone() for p in exact.parameters()]
+    idx = torch.randint(0, 1000, (2, 16))
+    for _ in range(3):
+        for model, optimizer in ((exact, ref_opt), (quick, opt)):
+            torch.manual_seed(1)
+            optimizer.zero_grad()
+            model(idx).pow(2).mean().backward()
+            optimizer.step()
+    # Three steps move weights by about 3 * lr; the implementations agree to a tiny fraction of that.
+    assert max((p - b).abs().max().item() for p, b in zip(exact.parameters(), before, strict=True)) > 1e-3
+    for (name, p), q in zip(exact.named_parameters(), quick.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=0, atol=2e-6, msg=name)
+
+
+def test_fast_training_loss_decreases(tiny_config):
+    torch.manual_seed(123)
+    cfg = dict(tiny_config, vocab_size=500)
+    model, optimizer, autocast = fast.fast_training(GPTModel(cfg), dict(lr=5e-3, weight_decay=0.1))
+    assert model.is_fast
+    x = torch.randint(0, 500, (4, 16))
+    y = torch.roll(x, -1, dims=1)
+    losses = [fast.train_step(model, optimizer, x, y, "cpu", autocast).item() for _ in range(15)]
+    assert losses[-1] < losses[0] - 2.0
+
+
+def test_fast_evaluation_matches_the_books_loss(tiny_config):
+    exact, quick = pair(tiny_config)
+    data = [(torch.randint(0, 1000, (2, 16)), torch.randint(0, 1000, (2, 16))) for _ in range(4)]
+    exact.eval()
+    with torch.no_grad():
+        want = calc_loss_loader(data, exact, "cpu", num_batches=3)
+    quick.train()
+    train_loss, val_loss = fast.evaluate_model(quick, data, data[:1], "cpu", eval_iter=3)
+    assert quick.training  # back in training mode afterwards
+    assert train_loss == pytest.approx(want, abs=1e-5)
+    assert val_loss == pytest.approx(calc_loss_loader(data[:1], exact, "cpu"), abs=1e-5)
+    assert fast.calc_loss_loader([], quick, "cpu") != fast.calc_loss_loader([], quick, "cpu")  # NaN
+
+
+def test_bf16_autocast_forward_is_close(tiny_config):
+    # bf16 rounds every matmul input to 8 bits of mantissa: close, not equal.
+    exact, quick = pair(tiny_config)
+    exact.eval(), quick.eval()
+    idx = torch.randint(0, 1000, (2, 16))
+    with torch.no_grad():
+        ref = exact(idx)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = quick(idx)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), ref, rtol=0.05, atol=0.05)
+
+
+def test_autocast_is_chosen_by_hardware():
+    ctx = fast.autocast_context("cpu", bf16=False)
+    assert ctx is contextlib.nullcontext
+    if fast.cpu_has_native_bf16():
+        with fast.autocast_context("cpu")():
+            assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    else:
+        assert fast.autocast_context("cpu") is contextlib.nullcontext
+        with pytest.raises(ValueError, match="no native bf16 support.*bf16=None"):
+            fast.autocast_context("cpu", bf16=True)
+
+
+def test_fast_training_rejects_other_models():
+    with pytest.raises(TypeError, match="needs a gptlab GPTModel, got Linear"):
+        fast.fast_training(torch.nn.Linear(2, 2), dict(lr=1e-3, weight_decay=0.0))
