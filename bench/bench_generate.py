@@ -17,6 +17,7 @@ tokens (``same_tokens_as_book``) before anything is timed.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -51,6 +52,41 @@ def methods(batch: int):
     return {"book": (book, 1), "gptlab_cached": (cached, 1), f"gptlab_batched_{batch}": (batched, batch)}
 
 
+def summarise(raw: pd.DataFrame, same: dict) -> pd.DataFrame:
+    """Median and min-max of each method and length, and ratios to the book's path."""
+    rows = []
+    for (name, n), g in raw.groupby(["method", "new_tokens"], sort=False):
+        tps = g["tokens_per_s"]
+        rows.append(
+            {
+                "method": name,
+                "batch_size": int(g["batch_size"].iloc[0]),
+                "new_tokens": n,
+                "runs": len(g),
+                "median_s": g["seconds"].median(),
+                "min_s": g["seconds"].min(),
+                "max_s": g["seconds"].max(),
+                "tokens_per_s_median": statistics.median(tps),
+                "tokens_per_s_min": tps.min(),
+                "tokens_per_s_max": tps.max(),
+                "same_tokens_as_book": same[name],
+            }
+        )
+    summary = pd.DataFrame(rows)
+    book = summary[summary["method"] == "book"].set_index("new_tokens")["tokens_per_s_median"]
+    summary["speedup_vs_book"] = summary["tokens_per_s_median"] / summary["new_tokens"].map(book)
+    # Spread of the ratio: worst and best pairing of runs.
+    book_fastest = summary["new_tokens"].map(
+        summary[summary["method"] == "book"].set_index("new_tokens")["tokens_per_s_max"]
+    )
+    book_slowest = summary["new_tokens"].map(
+        summary[summary["method"] == "book"].set_index("new_tokens")["tokens_per_s_min"]
+    )
+    summary["speedup_min"] = summary["tokens_per_s_min"] / book_fastest
+    summary["speedup_max"] = summary["tokens_per_s_max"] / book_slowest
+    return summary
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -60,10 +96,16 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, help="timed runs per method and length (default 3; smoke 2)")
     parser.add_argument("--batch", type=int, default=8, help="rows of the batched path (default 8)")
     parser.add_argument("--threads", type=int, help="torch threads (default 2; smoke 1)")
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "bench" / "generate.csv")
+    parser.add_argument(
+        "--out", type=Path, help="CSV (default results/bench/generate.csv; smoke: generate_smoke.csv)"
+    )
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (2 if args.smoke else 3)
     args.threads = args.threads or (1 if args.smoke else 2)
+    args.out = args.out or REPO / "results" / "bench" / (
+        "generate_smoke.csv" if args.smoke else "generate.csv"
+    )
+    load_before = os.getloadavg()
     if args.repeats < 1 or args.batch < 1 or args.threads < 1:
         parser.error("--repeats, --batch and --threads must be >= 1")
 
@@ -106,36 +148,7 @@ def main(argv=None) -> int:
                 print(f"  {name:>20} n={n:<4} run {r}: {seconds:8.3f} s", file=sys.stderr)
 
     raw = pd.DataFrame(raw)
-    rows = []
-    for (name, n), g in raw.groupby(["method", "new_tokens"], sort=False):
-        tps = g["tokens_per_s"]
-        rows.append(
-            {
-                "method": name,
-                "batch_size": int(g["batch_size"].iloc[0]),
-                "new_tokens": n,
-                "runs": len(g),
-                "median_s": g["seconds"].median(),
-                "min_s": g["seconds"].min(),
-                "max_s": g["seconds"].max(),
-                "tokens_per_s_median": statistics.median(tps),
-                "tokens_per_s_min": tps.min(),
-                "tokens_per_s_max": tps.max(),
-                "same_tokens_as_book": same[name],
-            }
-        )
-    summary = pd.DataFrame(rows)
-    book = summary[summary["method"] == "book"].set_index("new_tokens")["tokens_per_s_median"]
-    summary["speedup_vs_book"] = summary["tokens_per_s_median"] / summary["new_tokens"].map(book)
-    # Spread of the ratio: worst and best pairing of runs.
-    book_fastest = summary["new_tokens"].map(
-        summary[summary["method"] == "book"].set_index("new_tokens")["tokens_per_s_max"]
-    )
-    book_slowest = summary["new_tokens"].map(
-        summary[summary["method"] == "book"].set_index("new_tokens")["tokens_per_s_min"]
-    )
-    summary["speedup_min"] = summary["tokens_per_s_min"] / book_fastest
-    summary["speedup_max"] = summary["tokens_per_s_max"] / book_slowest
+    summary = summarise(raw, same)
 
     shape = "smoke" if args.smoke else "124M"
     meta = {
@@ -149,6 +162,8 @@ def main(argv=None) -> int:
         "seed": SEED,
         "prompt_ids": PROMPT,
         "goal": ">= 5x tokens/s vs the book at 256 new tokens, batch 1",
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
     }
     write_table(summary, args.out, meta)
     write_table(raw, args.out.with_name(args.out.stem + "_runs.csv"), meta)

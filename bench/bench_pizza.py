@@ -66,9 +66,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--repeats", type=int, help="timed runs per method (default 7; smoke 3)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "bench" / "pizza.csv")
+    parser.add_argument(
+        "--out", type=Path, help="CSV (default results/bench/pizza.csv; smoke: pizza_smoke.csv)"
+    )
     args = parser.parse_args(argv)
     repeats = args.repeats or (3 if args.smoke else 7)
+    args.out = args.out or REPO / "results" / "bench" / ("pizza_smoke.csv" if args.smoke else "pizza.csv")
     if repeats < 1 or args.draws < 1:
         parser.error("--repeats and --draws must be >= 1")
     torch.set_num_threads(args.threads)
