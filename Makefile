@@ -28,6 +28,9 @@ run: $(STAMP)
 reproduce-book: $(STAMP)
 	$(PY) -m gptlab.book --corpus ../shared/data/the-verdict.txt
 
+bench: $(STAMP)
+	$(PY) bench/run_all.py
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests workflow bench
 	$(VENV)/bin/ruff format --check src tests workflow bench

@@ -17,6 +17,14 @@ from .generation import (
     print_sampled_tokens,
     softmax_with_temperature,
 )
+from .gpt2 import (
+    download_and_load_gpt2,
+    download_gpt2,
+    gpt2_model_config,
+    load_gpt2,
+    load_gpt2_params_from_tf_ckpt,
+    load_weights_into_gpt,
+)
 from .losses import calc_loss_batch, calc_loss_loader, evaluate_model, perplexity
 from .model import GPT_CONFIG_124M, GPTModel, KVCache
 from .tokenizer import get_tokenizer, text_to_token_ids, token_ids_to_text
@@ -43,7 +51,13 @@ __all__ = [
     "create_book_loaders",
     "create_dataloader_v1",
     "evaluate_model",
+    "download_and_load_gpt2",
+    "download_gpt2",
     "generate",
+    "gpt2_model_config",
+    "load_gpt2",
+    "load_gpt2_params_from_tf_ckpt",
+    "load_weights_into_gpt",
     "generate_and_print_sample",
     "generate_text_simple",
     "get_tokenizer",
