@@ -12,7 +12,9 @@ from .checkpoint import (
 from .data import GPTDatasetV1, create_book_loaders, create_dataloader_v1, read_text, split_text
 from .device import select_device, set_threads
 from .generation import (
+    RowSetting,
     generate,
+    generate_rows,
     generate_text_simple,
     print_sampled_tokens,
     softmax_with_temperature,
@@ -43,6 +45,7 @@ __all__ = [
     "CheckpointError",
     "GPTDatasetV1",
     "GPTModel",
+    "RowSetting",
     "KVCache",
     "TrainState",
     "TrainingInterrupted",
@@ -54,6 +57,7 @@ __all__ = [
     "download_and_load_gpt2",
     "download_gpt2",
     "generate",
+    "generate_rows",
     "gpt2_model_config",
     "load_gpt2",
     "load_gpt2_params_from_tf_ckpt",
