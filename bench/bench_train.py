@@ -11,9 +11,10 @@ batches:
 - ``fast``: gptlab's fast mode (``gptlab.fast.fast_training``).
 
 Every measurement runs in a fresh subprocess (so peak RSS is the variant's
-own), in rounds ``A B C``, ``C B A``, ... so that drifts in machine load hit
-all variants alike. Reported: medians with min-max spread over rounds, and
-ratios to the book computed within each round. Evaluation throughput is the
+own; in the smoke size one subprocess runs all three), in rounds ``A B C``,
+``C B A``, ... so that drifts in machine load hit all variants alike.
+Reported: medians with min-max spread over rounds, and ratios to the book
+computed within each round. Evaluation throughput is the
 book's ``calc_loss_loader`` (eval mode, ``no_grad``) vs each variant's own.
 
 The script also measures this machine's matmul peak (a large ``torch.matmul``
@@ -35,6 +36,7 @@ import contextlib
 import inspect
 import json
 import math
+import os
 import resource
 import statistics
 import subprocess
@@ -101,7 +103,6 @@ def _batches(cfg, n, batch_size, seed=0):
 def worker_train(variant: str, opts: dict) -> dict:
     """One variant: timed training steps, then timed evaluation, then peak RSS."""
     import torch
-    from llms_from_scratch import ch04, ch05
 
     from gptlab import fast, losses
     from gptlab.model import GPTModel
@@ -112,9 +113,13 @@ def worker_train(variant: str, opts: dict) -> dict:
     eval_data = _batches(cfg, opts["eval_batches"] + 1, opts["batch_size"], seed=2)
     torch.manual_seed(123)
     autocast = contextlib.nullcontext
+    calc_loss_batch, loader_loss = losses.calc_loss_batch, losses.calc_loss_loader
     if variant == "book":
+        from llms_from_scratch import ch04, ch05  # only here: the import costs a second
+
         model = ch04.GPTModel(cfg)
         optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
+        calc_loss_batch, loader_loss = ch05.calc_loss_batch, ch05.calc_loss_loader
     else:
         model = GPTModel(cfg)
         if variant == "fast":
@@ -123,7 +128,6 @@ def worker_train(variant: str, opts: dict) -> dict:
             )
         else:
             optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
-    calc_loss_batch = ch05.calc_loss_batch if variant == "book" else losses.calc_loss_batch
     dtype = "bf16" if autocast is not contextlib.nullcontext else "fp32"
 
     model.train()
@@ -147,7 +151,6 @@ def worker_train(variant: str, opts: dict) -> dict:
         def evaluate(data):
             return fast.calc_loss_loader(data, model, device, autocast=autocast)
     else:
-        loader_loss = ch05.calc_loss_loader if variant == "book" else losses.calc_loss_loader
 
         def evaluate(data):
             with torch.no_grad():  # as the book's evaluate_model
@@ -196,11 +199,12 @@ def measure_peak(opts: dict) -> dict:
     return out
 
 
-def run_worker(kind: str, opts: dict) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--opts", json.dumps(opts)]
+def run_worker(variants: list[str], opts: dict) -> list[dict]:
+    """Run ``variants`` one after the other in one fresh Python process."""
+    cmd = [sys.executable, __file__, "--worker", ",".join(variants), "--opts", json.dumps(opts)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"worker {kind} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"worker {variants} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -306,7 +310,6 @@ def summarise(rounds: list[dict], peaks: list[dict], cfg: dict) -> list[dict]:
                 "train_flops_per_s",
                 variant,
                 [t * train_flops for t in tps],
-                ratios("train_tokens_per_s"),
                 dtype=dtype,
             )
         )
@@ -353,14 +356,17 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--compile", action="store_true", help="fast mode with torch.compile")
     parser.add_argument("--book-run", action="store_true", help="also run the book's 10 epochs in fast mode")
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "bench" / "train.csv")
+    parser.add_argument(
+        "--out", type=Path, help="CSV (default results/bench/train.csv; smoke: train_smoke.csv)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--opts", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.out = args.out or REPO / "results" / "bench" / ("train_smoke.csv" if args.smoke else "train.csv")
 
     if args.worker:
         opts = json.loads(args.opts)
-        result = worker_train(args.worker, opts)
+        result = [worker_train(v, opts) for v in args.worker.split(",")]
         print(json.dumps(result))
         return 0
 
@@ -390,13 +396,16 @@ def main(argv=None) -> int:
 
     from gptlab.artifacts import write_table
 
+    load_before = os.getloadavg()
     peaks = [measure_peak(opts)]  # in this process: the workers are the ones whose RSS counts
     rounds = []
     for r in range(rounds_n):
         order = variants if r % 2 == 0 else variants[::-1]
-        results = {}
+        # Full size: a fresh process per variant, so each peak RSS is its own. Smoke: one
+        # process for all (seconds matter more than RSS there).
+        groups = [order] if args.smoke else [[v] for v in order]
+        results = {res["variant"]: res for group in groups for res in run_worker(group, opts)}
         for variant in order:
-            results[variant] = run_worker(variant, opts)
             res = results[variant]
             print(
                 f"round {r + 1}/{rounds_n} {variant:<6} train {res['train_tokens_per_s']:8.1f} tok/s  "
@@ -421,6 +430,7 @@ def main(argv=None) -> int:
 
     rows = summarise(rounds, peaks, opts["config"])
     meta = {"benchmark": "training and evaluation throughput", "options": opts, "first_losses": first}
+    meta["load_average"] = {"before": load_before, "after": os.getloadavg()}  # a shared machine is noisy
     meta["goals"] = "fast: train tokens/s >= 2x book, eval >= 2x, >= 40% of the matmul peak"
     if args.book_run:
         res = book_run(opts["threads"])
