@@ -70,6 +70,16 @@ REPORT_INPUTS = {
 }
 
 
+def notebook_digest(wildcards):
+    """Content hash of a report notebook: editing it re-renders that report (a params change)."""
+    import hashlib
+
+    path = (
+        Path(workflow.basedir) / "workflow" / "notebooks" / f"{wildcards.report}.ipynb"
+    )
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def all_targets():
     targets = [
         "results/pretrain/checkpoint.pt",

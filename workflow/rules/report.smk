@@ -27,5 +27,6 @@ rule render_report:
     params:
         parameters=lambda wc: REPORT_INPUTS[wc.report],
         kernel=config["reports"]["kernel"],
+        notebook_digest=notebook_digest,
     script:
         "../scripts/render_report.py"
