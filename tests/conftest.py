@@ -6,6 +6,9 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
+
+from gptlab.model import GPTModel
 
 REPO = Path(__file__).resolve().parents[1]
 VERDICT = REPO.parent / "shared" / "data" / "the-verdict.txt"
@@ -19,6 +22,26 @@ TINY_CONFIG = {
     "drop_rate": 0.1,
     "qkv_bias": False,
 }
+
+
+# Small enough for fast decoding tests, with the GPT-2 vocabulary so real prompts tokenize.
+EXPERIMENT_CONFIG = {**TINY_CONFIG, "context_length": 64, "n_heads": 2}
+
+
+def make_model(seed: int | None = 123, **overrides) -> GPTModel:
+    """An ``EXPERIMENT_CONFIG`` model (with ``overrides``) in eval mode; ``seed=None`` continues the RNG."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    return GPTModel({**EXPERIMENT_CONFIG, **overrides}).eval()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models are fastest on one thread (and immune to busy neighbours on a shared machine)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 def make_text(n_words: int = 1200, seed: int = 0) -> str:

@@ -13,19 +13,13 @@ import torch
 
 from gptlab.experiments import metrics, pizza
 from gptlab.generation import TOY_INVERSE_VOCAB, print_sampled_tokens, softmax_with_temperature
-from gptlab.model import GPTModel
 from gptlab.tokenizer import get_tokenizer
+from tests.conftest import make_model
 
 BOOK_T1_COUNTS = [73, 0, 0, 582, 2, 0, 0, 343, 0]  # closer every effort forward inches moves pizza toward you
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models are fastest on one thread (and immune to busy neighbours on a shared machine)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------- metrics
@@ -157,17 +151,7 @@ def test_temperature_sweep_exact_vs_empirical():
 
 @pytest.fixture(scope="module")
 def gpt2_vocab_model():
-    torch.manual_seed(123)
-    cfg = {
-        "vocab_size": 50257,
-        "context_length": 64,
-        "emb_dim": 32,
-        "n_heads": 2,
-        "n_layers": 2,
-        "drop_rate": 0.1,
-        "qkv_bias": False,
-    }
-    return GPTModel(cfg).eval()
+    return make_model()
 
 
 def test_next_token_probability_of_pizza_under_a_model(gpt2_vocab_model):

@@ -7,19 +7,13 @@ import pytest
 import torch
 
 from gptlab.experiments import determinism, figures, pizza, sizes, sweep
-from gptlab.model import GPTModel
 from gptlab.tokenizer import get_tokenizer
+from tests.conftest import make_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models are fastest on one thread (and immune to busy neighbours on a shared machine)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def assert_written(paths, stem):
@@ -33,17 +27,7 @@ def assert_written(paths, stem):
 def tables(tmp_path_factory):
     """Small real experiment outputs, written to CSV as the pipeline would."""
     out = tmp_path_factory.mktemp("tables")
-    torch.manual_seed(123)
-    cfg = {
-        "vocab_size": 50257,
-        "context_length": 64,
-        "emb_dim": 32,
-        "n_heads": 2,
-        "n_layers": 2,
-        "drop_rate": 0.1,
-        "qkv_bias": False,
-    }
-    models = {"a": GPTModel(cfg).eval(), "b": GPTModel({**cfg, "n_layers": 1}).eval()}
+    models = {"a": make_model(), "b": make_model(seed=None, n_layers=1)}
     tok = get_tokenizer()
     sweep.write_sweep(
         out / "gen.csv",
@@ -70,7 +54,7 @@ def tables(tmp_path_factory):
         max_new_tokens=4,
         losses=losses,
     )
-    small = GPTModel({**cfg, "vocab_size": 97, "context_length": 16}).eval()
+    small = make_model(seed=None, vocab_size=97, context_length=16)
     determinism.write_determinism(
         out / "det.csv",
         small,

@@ -11,34 +11,12 @@ from llms_from_scratch.ch05 import generate as book_generate
 
 from gptlab.experiments import determinism, sizes, sweep
 from gptlab.generation import generate_text_simple
-from gptlab.model import GPTModel
 from gptlab.tokenizer import get_tokenizer
+from tests.conftest import make_model
 
-TINY = {
-    "vocab_size": 50257,
-    "context_length": 64,
-    "emb_dim": 32,
-    "n_heads": 2,
-    "n_layers": 2,
-    "drop_rate": 0.1,
-    "qkv_bias": False,
-}
 PROMPT = "Every effort moves you"
+pytestmark = pytest.mark.usefixtures("one_thread")
 SETTINGS = [(0.0, None), (1.0, 5), (1.5, None)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models are fastest on one thread (and immune to busy neighbours on a shared machine)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def make_model(seed=123, **overrides):
-    torch.manual_seed(seed)
-    return GPTModel({**TINY, **overrides}).eval()
 
 
 @pytest.fixture(scope="module")

@@ -14,42 +14,23 @@ from gptlab.generation import (
     generate_rows,
     generate_text_simple,
 )
-from gptlab.model import GPTModel
+from tests.conftest import make_model
 
-SMALL = {
-    "vocab_size": 97,
-    "context_length": 16,
-    "emb_dim": 32,
-    "n_heads": 2,
-    "n_layers": 2,
-    "drop_rate": 0.1,
-    "qkv_bias": False,
-}
+SMALL = {"vocab_size": 97, "context_length": 16}  # fast; prompts here are raw ids
 PROMPT = torch.tensor([[11, 42, 7, 3]])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models are fastest on one thread (and immune to busy neighbours on a shared machine)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def make_model(seed=123, **overrides):
-    torch.manual_seed(seed)
-    return GPTModel({**SMALL, **overrides}).eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def model():
-    return make_model()
+    return make_model(**SMALL)
 
 
 @pytest.fixture(scope="module")
 def gpt2_vocab_model():
-    return make_model(vocab_size=50257, context_length=64)
+    return make_model()
 
 
 def test_book_call_reproduces_book_generate_with_gpt2_vocabulary(gpt2_vocab_model):

@@ -69,7 +69,7 @@ def test_every_env_file_parses_and_lists_what_its_rules_import():
         pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
         pinned = dict(p.split("==") for p in pip)
         for name, version in pinned.items():
-            assert lock.get(name.lower()) == version, f"{env_file.name}: {name}=={version} differs from the lock"
+            assert lock.get(name.lower()) == version, f"{env_file.name}: {name}=={version} is not the lock's"
         stdlib = set(sys.stdlib_module_names)
         for module in _imports(script) - stdlib - {"gptlab"}:
             package = IMPORT_TO_PACKAGE.get(module, module)
