@@ -26,19 +26,30 @@ from .losses import calc_loss_loader
 COLUMNS = ("model", "split", "loss", "perplexity", "n_batches", "n_tokens")
 
 
+def load_model(path, device="cpu"):
+    """The model stored at ``path``, in eval mode on ``device``.
+
+    ``path`` is a converted GPT-2 (folder or ``model.safetensors``) or a gptlab
+    checkpoint (``.pt``/``.pth``); the model's config comes from the file.
+    """
+    path = Path(path)
+    if path.suffix in (".pt", ".pth"):
+        from .checkpoint import model_from_checkpoint
+
+        model = model_from_checkpoint(path, device=device)
+    else:
+        from .gpt2 import load_gpt2
+
+        model = load_gpt2(path, device=device)
+    return model.eval()
+
+
 def _materialize(name: str, model, device):
-    """A model object from a model, a converted GPT-2 (folder/.safetensors) or a gptlab checkpoint (.pt)."""
+    """A model object from a model or from a path :func:`load_model` reads."""
     if isinstance(model, torch.nn.Module):
         return model
     if isinstance(model, (str, os.PathLike)):
-        path = Path(model)
-        if path.suffix in (".pt", ".pth"):
-            from .checkpoint import model_from_checkpoint
-
-            return model_from_checkpoint(path, device=device)
-        from .gpt2 import load_gpt2
-
-        return load_gpt2(path)
+        return load_model(model, device)
     raise TypeError(
         f"models[{name!r}] is a {type(model).__name__}; give a GPTModel, a converted GPT-2 folder or "
         "model.safetensors, or a gptlab checkpoint (.pt)"
