@@ -89,3 +89,18 @@ def offline_tiktoken(tmp_path_factory):
         os.environ.pop("TIKTOKEN_CACHE_DIR", None)
     else:
         os.environ["TIKTOKEN_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory):
+    """The whole DAG on the tiny offline config, run once locally: ``(workdir, config, result)``.
+
+    Shared by the pipeline tests and the SLURM tests (which compare their artifacts with it).
+    """
+    from tests.workflow_helpers import prepare_tiny_study, snakemake
+
+    workdir = tmp_path_factory.mktemp("study")
+    config = prepare_tiny_study(workdir)
+    result = snakemake(workdir, "--cores", "2", "--configfile", str(config), timeout=1500)
+    assert result.returncode == 0, result.stderr[-6000:]
+    return workdir, config, result

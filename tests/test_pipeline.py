@@ -10,8 +10,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from tests.conftest import VERDICT, make_text
-from tests.workflow_helpers import copy_workflow, snakemake, write_config
+from tests.workflow_helpers import snakemake
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -21,18 +20,8 @@ def job_counts(output: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    workdir = copy_workflow(tmp_path_factory.mktemp("study"))
-    if VERDICT.is_file():
-        corpus = {"local_path": str(VERDICT)}
-    else:  # the tests still run the DAG on a text of their own
-        path = workdir / "corpus.txt"
-        path.write_text(make_text(4000))
-        corpus = {"local_path": str(path), "sha256": None}
-    config = write_config(workdir / "study.yaml", corpus=corpus)
-    result = snakemake(workdir, "--cores", "2", "--configfile", str(config), timeout=1200)
-    assert result.returncode == 0, result.stderr[-6000:]
-    return workdir, config, result
+def study(tiny_study):
+    return tiny_study
 
 
 def test_every_artifact_exists(study):

@@ -40,6 +40,39 @@ def write_config(path: Path, base: str = "config/test.yaml", **sections) -> Path
     return path
 
 
+# Synthetic GPT-2 releases of the tiny study: small shapes in OpenAI's exact layout, one per size.
+TINY_GPT2_SHAPES = {
+    "124M": dict(n_ctx=64, n_embd=32, n_head=4, n_layer=2, seed=1),
+    "1558M": dict(n_ctx=64, n_embd=48, n_head=4, n_layer=3, seed=2),
+}
+
+
+def prepare_tiny_study(workdir: Path, corpus_text: str | None = None, **sections) -> Path:
+    """Copy the workflow to ``workdir`` and write its tiny offline config; return the config path.
+
+    The corpus is The Verdict from ``../shared/data`` when present, else a generated text
+    (or ``corpus_text``). GPT-2 comes from a ``file://`` mirror of synthetic releases, fetched
+    by the real download code. ``sections`` are merged into the config.
+    """
+    from gptlab.testing import write_synthetic_gpt2_checkpoint
+
+    copy_workflow(workdir)
+    verdict = REPO.parent / "shared" / "data" / "the-verdict.txt"
+    if corpus_text is None and verdict.is_file():
+        corpus = {"local_path": str(verdict)}
+    else:
+        from tests.conftest import make_text
+
+        path = workdir / "corpus.txt"
+        path.write_text(corpus_text or make_text(4000))
+        corpus = {"local_path": str(path), "sha256": None}
+    mirror = workdir / "gpt2-mirror"
+    for size, shape in TINY_GPT2_SHAPES.items():
+        write_synthetic_gpt2_checkpoint(mirror / size, **shape)
+    gpt2 = {"sizes": list(TINY_GPT2_SHAPES), "base_urls": [mirror.as_uri()], "check_known_sizes": False}
+    return write_config(workdir / "study.yaml", corpus=corpus, gpt2=gpt2, **sections)
+
+
 def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     cmd = [SNAKEMAKE, "--directory", str(workdir), "--snakefile", str(workdir / "Snakefile"), *args]
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
