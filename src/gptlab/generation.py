@@ -132,8 +132,14 @@ def sample_next_rows(logits, settings, generators) -> torch.Tensor:
     return out
 
 
-def _decode(model, idx, max_new_tokens, context_size, choose, eos_id, use_cache, want_logprobs):
-    """The decoding loop shared by :func:`generate` and :func:`generate_rows`."""
+def _decode(
+    model, idx, max_new_tokens, context_size, choose, eos_id, use_cache, want_logprobs, on_token=None
+):
+    """The decoding loop shared by :func:`generate` and :func:`generate_rows`.
+
+    ``on_token`` (optional) is called with each step's new tokens (``[batch, 1]``)
+    once they are appended, so callers can stream them.
+    """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 0")
     if idx.dim() != 2 or idx.shape[1] < 1:
@@ -171,6 +177,8 @@ def _decode(model, idx, max_new_tokens, context_size, choose, eos_id, use_cache,
             idx_next = torch.where(done, torch.full_like(idx_next, eos_id), idx_next)
             done |= idx_next == eos_id
         idx = torch.cat((idx, idx_next), dim=1)
+        if on_token is not None:
+            on_token(idx_next)
         if eos_id is not None and bool(done.all()):
             break
     return idx, logprobs
@@ -191,6 +199,7 @@ def generate(
     seeds=None,
     generators=None,
     use_cache=True,
+    on_token=None,
 ):
     """Generate ``max_new_tokens`` tokens after ``idx`` (shape ``[batch, n]``).
 
@@ -206,6 +215,11 @@ def generate(
     ``i`` with seed ``s`` yields the same tokens at any batch size; a
     single-row ``idx`` is then repeated once per seed. A ``torch.Generator``
     seeded with ``s`` draws what ``torch.manual_seed(s)`` would.
+
+    Streaming: ``on_token`` is called after every step with that step's new
+    tokens (a ``[batch, 1]`` tensor), in order, before the next forward pass.
+    It sees exactly the tokens the returned tensor holds after the prompt (a
+    single row that stops at ``eos_id`` does not report the ``eos_id``).
     """
     if temperature < 0:
         raise ValueError(f"temperature={temperature} must be >= 0 (0 means greedy)")
@@ -226,7 +240,7 @@ def generate(
         def choose(logits):
             return sample_next(logits, temperature, top_k, top_p, generator)
 
-    idx, _ = _decode(model, idx, max_new_tokens, context_size, choose, eos_id, use_cache, False)
+    idx, _ = _decode(model, idx, max_new_tokens, context_size, choose, eos_id, use_cache, False, on_token)
     return idx
 
 

@@ -1,0 +1,148 @@
+"""``gptlab generate``: sample text from a checkpoint or a converted GPT-2, optionally streamed."""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import sys
+from pathlib import Path
+
+from .common import Failure, Formatter, UsageError, add_model_source, int_at_least, load, resolve_model
+
+DEFAULT_PROMPT = "Every effort moves you"
+ENDOFTEXT = "<|endoftext|>"
+
+EPILOG = f"""\
+The model's shape (context length, width, depth) is read from the file: a gptlab
+checkpoint records its config, a converted GPT-2 its hparams.json. Decoding uses the
+key/value cache. Sample i (counting from 0) draws from its own random stream seeded
+with SEED + i, so a sample does not depend on how many are drawn, nor on --stream.
+With --temperature 0 decoding is greedy (no randomness). An empty prompt starts from
+{ENDOFTEXT}, as GPT-2's unconditional samples do.
+
+examples:
+  gptlab generate --gpt2 124M --prompt "Every effort moves you" --max-new-tokens 25 \\
+      --temperature 1.4 --top-k 25 --seed 123
+  gptlab generate --gpt2 1558M --gpt2-dir /data/gpt2 --prompt-file prompt.txt --stream
+  gptlab generate --model results/pretrain/model.pt --temperature 0 --max-new-tokens 50
+  gptlab generate --model results/gpt2/355M --num-samples 3 --top-p 0.9 --seed 7
+"""
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def register(subparsers, parent) -> None:
+    p = subparsers.add_parser(
+        "generate",
+        parents=[parent],
+        help="sample text from a model (streamed with --stream)",
+        description="Continue a prompt with a gptlab checkpoint or a converted GPT-2.",
+        epilog=EPILOG,
+        formatter_class=Formatter,
+    )
+    add_model_source(p)
+    prompt = p.add_mutually_exclusive_group()
+    prompt.add_argument(
+        "--prompt", metavar="TEXT", help=f"the text to continue (default: {DEFAULT_PROMPT!r})"
+    )
+    prompt.add_argument("--prompt-file", metavar="FILE", type=Path, help="read the prompt from FILE (UTF-8)")
+    p.add_argument("--max-new-tokens", metavar="N", type=int_at_least(0), default=50, help="tokens to add")
+    p.add_argument("--temperature", metavar="T", type=_float, default=1.0, help="0 means greedy decoding")
+    p.add_argument(
+        "--top-k", metavar="K", type=int, default=None, help="sample among the K most likely tokens only"
+    )
+    p.add_argument(
+        "--top-p", metavar="P", type=_float, default=None, help="nucleus sampling: keep probability mass P"
+    )
+    p.add_argument("--seed", metavar="S", type=int_at_least(0), default=123, help="seed of the first sample")
+    p.add_argument("--num-samples", metavar="N", type=int_at_least(1), default=1, help="samples to draw")
+    p.add_argument("--stop-at-eos", action="store_true", help=f"end a sample at {ENDOFTEXT}")
+    p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    p.add_argument("--device", metavar="D", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
+    p.set_defaults(run=run)
+
+
+def _check_options(args) -> None:
+    if args.temperature < 0:
+        raise UsageError(f"--temperature {args.temperature} must be >= 0 (0 means greedy decoding)")
+    if args.top_k is not None and args.top_k < 1:
+        raise UsageError(f"--top-k {args.top_k} must be >= 1 (leave it out to sample from all tokens)")
+    if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
+        raise UsageError(f"--top-p {args.top_p} must be in (0, 1] (leave it out for no nucleus filtering)")
+
+
+def _read_prompt(args) -> str:
+    if args.prompt_file is None:
+        return DEFAULT_PROMPT if args.prompt is None else args.prompt
+    try:
+        return args.prompt_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise Failure(f"prompt file {args.prompt_file} does not exist") from None
+    except UnicodeDecodeError as err:
+        raise Failure(f"prompt file {args.prompt_file} is not UTF-8 text ({err.reason})") from None
+
+
+def run(args) -> int:
+    _check_options(args)
+    prompt = _read_prompt(args)
+    path, label = resolve_model(args)
+
+    import torch
+
+    from gptlab.generation import generate
+    from gptlab.tokenizer import get_tokenizer
+
+    tokenizer = get_tokenizer()
+    eot = tokenizer.eot_token
+    ids = tokenizer.encode(prompt, allowed_special={ENDOFTEXT}) or [eot]
+    model, device = load(path, args.device)
+    context, vocab = model.pos_emb.num_embeddings, model.tok_emb.num_embeddings
+    if len(ids) > context:
+        raise UsageError(
+            f"the prompt is {len(ids)} tokens, longer than the context of {label} ({context} tokens); "
+            "shorten it"
+        )
+    if max(ids) >= vocab:
+        raise Failure(
+            f"{label} has a vocabulary of {vocab} tokens, but the prompt uses GPT-2 token id {max(ids)}; "
+            "this command needs a model trained with the GPT-2 tokenizer (vocab_size 50257)"
+        )
+    idx = torch.tensor([ids], device=device)
+    seeds = [args.seed + i for i in range(args.num_samples)]
+    eos_id = eot if args.stop_at_eos else None
+    options = dict(temperature=args.temperature, top_k=args.top_k, eos_id=eos_id, top_p=args.top_p)
+    out = sys.stdout
+
+    def header(i: int) -> None:
+        if args.num_samples > 1:
+            out.write(f"--- sample {i + 1}/{args.num_samples} (seed {seeds[i]}) ---\n")
+
+    if args.stream:
+        for i, seed in enumerate(seeds):
+            header(i)
+            out.write(prompt)
+            out.flush()
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+            def emit(new_tokens, decoder=decoder) -> None:
+                out.write(decoder.decode(tokenizer.decode_single_token_bytes(int(new_tokens[0, 0]))))
+                out.flush()
+
+            generate(model, idx, args.max_new_tokens, context, seeds=[seed], on_token=emit, **options)
+            out.write(decoder.decode(b"", final=True) + "\n")
+            out.flush()
+        return 0
+
+    rows = generate(model, idx, args.max_new_tokens, context, seeds=seeds, **options)[:, len(ids) :]
+    for i, row in enumerate(rows.tolist()):
+        if eos_id is not None and eos_id in row:
+            row = row[: row.index(eos_id)]
+        header(i)
+        out.write(prompt + tokenizer.decode_bytes(row).decode("utf-8", errors="replace") + "\n")
+    out.flush()
+    return 0
