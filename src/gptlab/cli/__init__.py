@@ -19,7 +19,7 @@ examples:
   gptlab download --size 124M && gptlab convert results/gpt2/124M/tf
   gptlab generate --gpt2 124M --prompt "Every effort moves you" --top-k 25 --temperature 1.4 --stream
   gptlab evaluate --gpt2 124M --text ../shared/data/the-verdict.txt
-  gptlab inspect results/pretrain/model.pt
+  gptlab inspect results/pretrain/checkpoint.pt
 
 exit codes: 0 success, 1 failure (missing or damaged file, failed download),
 2 usage error (bad option value), 130 interrupted.

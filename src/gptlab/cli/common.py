@@ -122,6 +122,8 @@ def load(path: Path, device_name: str | None):
             f"{path} does not exist; pass a gptlab checkpoint (.pt) or a converted GPT-2 folder / "
             f"{SAFETENSORS} (see 'gptlab inspect')"
         )
+    if path.is_dir() and not (path / SAFETENSORS).is_file() and (path / "model.ckpt.index").is_file():
+        raise Failure(f"{path} holds a GPT-2 release that is not converted yet: run 'gptlab convert {path}'")
     try:
         return load_model(path, device), device
     except Exception as err:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import Formatter, UsageError, add_model_source, int_at_least, load, resolve_model
+from .common import Failure, Formatter, UsageError, add_model_source, int_at_least, load, resolve_model
 
 EPILOG = """\
 The procedure is gptlab.pretrained.evaluate_losses, i.e. the book's: the text is split
@@ -17,7 +17,7 @@ evaluated on windows of its full context unless --context-length says otherwise.
 
 examples:
   gptlab evaluate --gpt2 124M --text ../shared/data/the-verdict.txt
-  gptlab evaluate --model results/pretrain/model.pt --text the-verdict.txt --csv losses.csv
+  gptlab evaluate --model results/pretrain/checkpoint.pt --text the-verdict.txt --csv losses.csv
   gptlab evaluate --gpt2 1558M --text corpus.txt --context-length 1024 --batch-size 1
 """
 
@@ -53,9 +53,21 @@ def register(subparsers, parent) -> None:
     p.add_argument(
         "--stride", metavar="N", type=int_at_least(1), default=None, help="default: the context length"
     )
-    p.add_argument("--batch-size", metavar="N", type=int_at_least(1), default=2)
-    p.add_argument("--train-ratio", metavar="R", type=_ratio, default=0.9)
-    p.add_argument("--seed", metavar="S", type=int_at_least(0), default=123)
+    p.add_argument("--batch-size", metavar="N", type=int_at_least(1), default=2, help="windows per batch")
+    p.add_argument(
+        "--train-ratio",
+        metavar="R",
+        type=_ratio,
+        default=0.9,
+        help="share of the characters used for training",
+    )
+    p.add_argument(
+        "--seed",
+        metavar="S",
+        type=int_at_least(0),
+        default=123,
+        help="torch.manual_seed before loaders and loss",
+    )
     p.add_argument("--csv", metavar="OUT", type=Path, help="also write the table (full precision) as CSV")
     p.add_argument("--device", metavar="D", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
     p.set_defaults(run=run)
@@ -66,6 +78,8 @@ def run(args) -> int:
     from gptlab.pretrained import evaluate_losses, write_losses_csv
 
     path, label = resolve_model(args)
+    if not args.text.is_file():
+        raise Failure(f"--text {args.text} does not exist; pass a UTF-8 text file")
     text = read_text(args.text)
     model, device = load(path, args.device)
     context = model.pos_emb.num_embeddings

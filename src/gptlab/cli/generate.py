@@ -24,7 +24,7 @@ examples:
   gptlab generate --gpt2 124M --prompt "Every effort moves you" --max-new-tokens 25 \\
       --temperature 1.4 --top-k 25 --seed 123
   gptlab generate --gpt2 1558M --gpt2-dir /data/gpt2 --prompt-file prompt.txt --stream
-  gptlab generate --model results/pretrain/model.pt --temperature 0 --max-new-tokens 50
+  gptlab generate --model results/pretrain/checkpoint.pt --temperature 0 --max-new-tokens 50
   gptlab generate --model results/gpt2/355M --num-samples 3 --top-p 0.9 --seed 7
 """
 

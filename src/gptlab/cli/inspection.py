@@ -19,7 +19,7 @@ GPTModel config they imply, the parameter count (out_head is tied to tok_emb) an
 OpenAI release has that shape. No weights are read: only the file's header.
 
 examples:
-  gptlab inspect results/pretrain/model.pt
+  gptlab inspect results/pretrain/checkpoint.pt
   gptlab inspect results/gpt2/124M
   gptlab inspect results/gpt2/1558M/model.safetensors
 """

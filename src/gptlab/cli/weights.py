@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sys
 from pathlib import Path
 
 from .common import DEFAULT_GPT2_DIR, SAFETENSORS, SIZES, Failure, Formatter, int_at_least, note
@@ -43,6 +45,10 @@ examples:
   gptlab convert /data/gpt2/1558M --out /scratch/gpt2-1558M.safetensors
 """
 
+# download_gpt2's advice names its keyword arguments; here they are --mirror.
+LIBRARY_REMEDY = "set base_url / backup_base_url to a reachable mirror"
+CLI_REMEDY = "pass --mirror URL of a reachable mirror"
+
 
 def register(subparsers, parent) -> None:
     p = subparsers.add_parser(
@@ -53,7 +59,9 @@ def register(subparsers, parent) -> None:
         epilog=DOWNLOAD_EPILOG,
         formatter_class=Formatter,
     )
-    p.add_argument("--size", required=True, choices=SIZES, help="the release")
+    p.add_argument(
+        "--size", metavar="SIZE", required=True, choices=SIZES, help=f"the release: {', '.join(SIZES)}"
+    )
     p.add_argument(
         "--dir", type=Path, default=None, help=f"target folder (default: {DEFAULT_GPT2_DIR}/SIZE/tf)"
     )
@@ -99,25 +107,26 @@ def run_download(args) -> int:
     # download_gpt2 takes a primary and a backup base: walk longer lists two at a time.
     # Files fetched from an earlier pair are pinned in the manifest and only re-hashed later.
     errors = []
-    for i in range(0, len(mirrors), 2):
-        primary, backup = mirrors[i], (mirrors[i + 1] if i + 1 < len(mirrors) else None)
-        try:
-            download_gpt2(
-                args.size,
-                target,
-                base_url=primary,
-                backup_base_url=backup,
-                check_known_sizes=args.check_known_sizes,
-                retries=args.retries,
-                progress=not args.quiet,
-            )
-            break
-        except DownloadError as err:
-            errors.append(err)
-    else:
-        if len(errors) == 1:
-            raise errors[0]
-        raise DownloadError(" ".join(str(e) for e in errors))
+    # --quiet also silences the per-attempt retry notes; the final error still says everything.
+    with open(os.devnull, "w") if args.quiet else contextlib.nullcontext(sys.stderr) as log:
+        for i in range(0, len(mirrors), 2):
+            primary, backup = mirrors[i], (mirrors[i + 1] if i + 1 < len(mirrors) else None)
+            try:
+                with contextlib.redirect_stderr(log):
+                    download_gpt2(
+                        args.size,
+                        target,
+                        base_url=primary,
+                        backup_base_url=backup,
+                        check_known_sizes=args.check_known_sizes,
+                        retries=args.retries,
+                        progress=not args.quiet,
+                    )
+                break
+            except DownloadError as err:
+                errors.append(str(err).replace(LIBRARY_REMEDY, CLI_REMEDY))
+        else:
+            raise DownloadError(" ".join(errors))
     note(f"GPT-2 {args.size} is in {target} (all files verified)")
     print(target)
     note(f"next: gptlab convert {target}")
@@ -126,7 +135,8 @@ def run_download(args) -> int:
 
 def default_destination(src: Path) -> Path | None:
     """Where ``gptlab convert SRC`` writes when no --out is given (``None``: beside the checkpoint)."""
-    folder = src if src.is_dir() else src.parent
+    is_prefix = src.is_file() or Path(str(src) + ".index").is_file()  # .../model.ckpt
+    folder = src.parent if is_prefix else src
     if folder.name == "tf":
         return folder.parent / SAFETENSORS
     return None
