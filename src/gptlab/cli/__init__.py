@@ -9,6 +9,7 @@ file, a failed download), 130 when interrupted. ``--debug`` shows tracebacks.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import evaluate, generate, inspection, weights
@@ -60,8 +61,9 @@ def main(argv=None) -> int:
         return args.run(args)
     except KeyboardInterrupt:
         return _error("interrupted", 130)
-    except BrokenPipeError:  # the reader went away (e.g. '| head'); nothing left to say
-        sys.stderr.close()
+    except BrokenPipeError:  # the reader went away (e.g. '| head'): stop quietly
+        # Point stdout at /dev/null so that the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except Exception as err:
         if args.debug:
