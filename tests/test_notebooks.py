@@ -1,0 +1,414 @@
+"""Report notebooks of exercises 5.1, 5.2, 5.3, 5.5 and 5.6, rendered on real artifacts of tiny models.
+
+The artifacts are written once per module by the same writer functions the pipeline calls; each
+notebook is then executed by papermill and exported to HTML with ``gptlab.reports.render_report``.
+"""
+
+from __future__ import annotations
+
+import ast
+import html
+import json
+import math
+import re
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import nbformat
+import pandas as pd
+import pytest
+import torch
+
+from gptlab.experiments import determinism, figures, pizza, sizes, sweep
+from gptlab.pretrained import evaluate_losses, write_losses_csv
+from gptlab.reports import render_report
+from gptlab.tokenizer import get_tokenizer
+from tests.conftest import REPO, make_model, make_text
+
+NOTEBOOKS = REPO / "workflow" / "notebooks"
+REPORTS = ["ex5_1_pizza", "ex5_2_sweep", "ex5_3_determinism", "ex5_5_losses", "ex5_6_sizes"]
+PNG = ("png",)  # the reports embed PNGs; PDFs are not needed here
+HEATMAPS = ("distinct_2", "mean_logprob", "unique_text_fraction")
+PROMPTS = ["Every effort moves you", "I HAD always thought Jack Gisburn"]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _write_pizza(out: Path, models, tok) -> dict:
+    book = out / "ex5_1" / "pizza_book.csv"
+    sweep_csv = out / "ex5_1" / "pizza_sweep.csv"
+    nxt = out / "ex5_1" / "pizza_next_token.csv"
+    pizza.write_pizza_book(book)
+    sweep_df = pizza.write_pizza_sweep(sweep_csv, temperatures=[0.05, 0.1, 0.3, 1.0, 2.0, 5.0, 10.0])
+    nxt_df = pizza.write_next_token_probabilities(nxt, models, tok, PROMPTS, [0.5, 1.0, 2.0])
+    fig_dir = out / "figures"
+    figures.save(figures.plot_toy_distributions(), fig_dir / "toy", PNG)
+    figures.save(figures.plot_pizza_sweep(sweep_df), fig_dir / "pizza_sweep", PNG)
+    figures.save(figures.plot_next_token_probability(nxt_df), fig_dir / "next_token", PNG)
+    return {
+        "pizza_book_csv": str(book),
+        "pizza_sweep_csv": str(sweep_csv),
+        "next_token_csv": str(nxt),
+        "toy_png": str(fig_dir / "toy.png"),
+        "sweep_png": str(fig_dir / "pizza_sweep.png"),
+        "next_token_png": str(fig_dir / "next_token.png"),
+    }
+
+
+def _write_sweep(out: Path, models, tok) -> dict:
+    d = out / "ex5_2"
+    paths = [d / "sweep_generations.csv", d / "sweep_cells.csv", d / "sweep_recommended.csv"]
+    _, cells, _ = sweep.write_sweep(
+        *paths,
+        models,
+        tok,
+        PROMPTS[:1],
+        temperatures=(0.0, 1.5),
+        top_ks=(1, None),
+        seeds=(123, 124),
+        max_new_tokens=8,
+        train_text=make_text(300),
+    )
+    pngs = figures.write_all_heatmaps(cells, out / "figures" / "ex5_2", HEATMAPS, PNG)
+    return {
+        "generations_csv": str(paths[0]),
+        "cells_csv": str(paths[1]),
+        "recommended_csv": str(paths[2]),
+        "heatmap_pngs": [str(p) for p in pngs],
+    }
+
+
+def _write_determinism(out: Path, model, tok) -> dict:
+    csv = out / "ex5_3" / "determinism.csv"
+    idx = torch.tensor([tok.encode(PROMPTS[0])])
+    df = determinism.write_determinism(
+        csv, model, idx, model_name="tiny", max_new_tokens=4, top_ks=(None, 1), batch_sizes=(1, 3), runs=2
+    )
+    figures.save(figures.plot_determinism_table(df), out / "figures" / "determinism", PNG)
+    return {"determinism_csv": str(csv), "determinism_png": str(out / "figures" / "determinism.png")}
+
+
+def _losses_figure(losses: pd.DataFrame, stem: Path) -> Path:
+    """A bar chart per model and split, standing in for the pipeline's figure."""
+    table = losses.pivot(index="model", columns="split", values="loss")
+    fig, ax = plt.subplots(figsize=(5, 3))
+    table.plot.bar(ax=ax)
+    figures.save(fig, stem, PNG)
+    return stem.with_suffix(".png")
+
+
+def _write_losses(out: Path, models) -> tuple[dict, pd.DataFrame]:
+    csv = out / "ex5_5" / "losses.csv"
+    losses = evaluate_losses(models, make_text(), max_length=64, stride=64, batch_size=2)
+    write_losses_csv(losses, csv)
+    png = _losses_figure(losses, out / "figures" / "model_losses")
+    return {"losses_csv": str(csv), "losses_png": str(png)}, losses
+
+
+def _write_sizes(out: Path, models, tok, losses: pd.DataFrame) -> dict:
+    d = out / "ex5_6"
+    paths = [d / "sizes_generations.csv", d / "sizes_summary.csv", d / "sizes_side_by_side.csv"]
+    wide = losses.pivot(index="model", columns="split", values="loss").reset_index()
+    wide = wide.rename(columns={"train": "train_loss", "val": "val_loss"})
+    _, summary, _ = sizes.write_sizes(
+        *paths,
+        models,
+        tok,
+        PROMPTS[:1],
+        seeds=(123, 124),
+        max_new_tokens=8,
+        train_text=make_text(300),
+        losses=wide,
+    )
+    refs = pd.DataFrame([sizes.check_book_reference(models[f"gpt2-{s}"], tok, s) for s in ("124M", "1558M")])
+    refs.to_csv(d / "book_reference.csv", index=False)
+    figures.save(figures.plot_size_comparison(summary), out / "figures" / "sizes", PNG)
+    return {
+        "generations_csv": str(paths[0]),
+        "summary_csv": str(paths[1]),
+        "side_by_side_csv": str(paths[2]),
+        "book_reference_csv": str(d / "book_reference.csv"),
+        "sizes_png": str(out / "figures" / "sizes.png"),
+    }
+
+
+def write_artifacts(out: Path) -> dict[str, dict]:
+    """Every report's artifacts under ``out``; returns ``{report: papermill parameters}``."""
+    tok = get_tokenizer()
+    trained = make_model(1)
+    gpt2_124m = make_model(2)
+    gpt2_1558m = make_model(3, n_layers=3, emb_dim=48)
+    pair = {"trained": trained, "gpt2-124M": gpt2_124m}
+    params = {
+        "ex5_1_pizza": _write_pizza(out, pair, tok),
+        "ex5_2_sweep": _write_sweep(out, pair, tok),
+        "ex5_3_determinism": _write_determinism(out, trained, tok),
+    }
+    losses_params, losses = _write_losses(
+        out, {"trained": trained, "gpt2-124M": gpt2_124m, "gpt2-1558M": gpt2_1558m}
+    )
+    params["ex5_5_losses"] = losses_params
+    size_models = {"gpt2-124M": gpt2_124m, "gpt2-1558M": gpt2_1558m}
+    params["ex5_6_sizes"] = _write_sizes(out, size_models, tok, losses[losses["model"] != "trained"])
+    return params
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    out = tmp_path_factory.mktemp("artifacts")
+    return out, write_artifacts(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+IMG = re.compile(r"<img\b[^>]*\bsrc=\"([^\"]*)\"")
+
+
+def rendered(html_path: Path) -> tuple[str, str]:
+    """The HTML and its visible text (tags removed, entities decoded, whitespace collapsed)."""
+    page = html_path.read_text(encoding="utf-8")
+    inline = re.sub(r"</?(?:code|strong|em)\b[^>]*>", "", page)  # markdown's inline markup
+    text = html.unescape(re.sub(r"<[^>]+>", " ", inline))
+    return page, re.sub(r"\s+", " ", text)
+
+
+def render(name: str, params: dict, out: Path) -> tuple[str, str]:
+    out_nb, out_html = out / f"{name}.ipynb", out / f"{name}.html"
+    html_path = render_report(NOTEBOOKS / f"{name}.ipynb", params, out_nb, out_html, kernel_name="python3")
+    executed = nbformat.read(out_nb, as_version=4)
+    for cell in executed.cells:
+        for output in cell.get("outputs", []):
+            assert output["output_type"] != "error", f"{name}: {output.get('ename')}: {output.get('evalue')}"
+            assert not (output["output_type"] == "stream" and output["name"] == "stderr"), (
+                f"{name} wrote to stderr: {output['text'][:500]}"
+            )
+    return rendered(html_path)
+
+
+def assert_images(page: str, count: int):
+    sources = IMG.findall(page)
+    assert len(sources) == count, f"expected {count} images, found {len(sources)}"
+    assert all(s.startswith("data:image/png;base64,") and len(s) > 1000 for s in sources)
+
+
+def in_table(page: str, value: str) -> bool:
+    """``value`` is the whole content of a table cell."""
+    return re.search(rf"<td[^>]*>\s*{re.escape(value)}\s*</td>", page) is not None
+
+
+def assert_headings(text: str, *headings: str):
+    missing = [h for h in headings if h not in text]
+    assert not missing, f"missing sections {missing}"
+
+
+PROVENANCE = "How this was produced"
+
+
+def check_pizza(params, page, text):
+    assert_images(page, 3)
+    assert_headings(
+        text,
+        'Exercise 5.1: how often is "pizza" sampled?',
+        "The toy distribution at T = 1, 0.1 and 5",
+        "The book's counts next to the exact answer",
+        "The better method: compute the probability instead of sampling",
+        "Over a range of temperatures",
+        "The same question for real models",
+        PROVENANCE,
+    )
+    book = pd.read_csv(params["pizza_book_csv"])
+    p5 = book[(book["token"] == "pizza") & (book["temperature"] == 5.0)].iloc[0]
+    assert in_table(page, f"[{p5.ci_low:.4f}, {p5.ci_high:.4f}]")
+    assert in_table(page, f"{p5.exact_prob:.3g}")
+    assert (
+        f'T = 5: {p5.count_book_loop} of 1,000 draws were "pizza"; the book printed 32 (same: True)' in text
+    )
+    assert (
+        f"so {p5.expected_count:.3g} are expected; the exact probability lies inside the interval: " in text
+    )
+    nxt = pd.read_csv(params["next_token_csv"])
+    best = nxt.loc[nxt["rank"].idxmin()]
+    assert f"The best rank of ' pizza' is {int(best['rank']):,} of 50,257" in text
+    for r in nxt[nxt["temperature"] == 1.0].itertuples():
+        assert f"{r.model} after {r.prompt!r}: P = {r.prob:.3g} at T = 1" in text
+    assert "5.1 temperature sweep" in text and "num_draws" in text  # from the sidecar
+
+
+def check_sweep(params, page, text):
+    assert_images(page, len(params["heatmap_pngs"]))
+    assert_headings(
+        text,
+        "Exercise 5.2: temperature and top-k",
+        "The grid",
+        "Recommended settings per model",
+        "Low and high temperature, side by side",
+        "Heatmaps",
+        "Which cells were deterministic?",
+        "Lower or higher settings: where each one fits",
+        PROVENANCE,
+    )
+    rec = pd.read_csv(params["recommended_csv"], keep_default_na=False, na_values=[""])
+    for r in rec[rec["criterion"] == "most_likely"].itertuples():
+        assert in_table(page, f"{r.mean_logprob_mean:.3f}")
+        assert f"{r.model}: most likely: T = {r.temperature:g}, top-k = {r.top_k_label}" in text
+    cells = pd.read_csv(params["cells_csv"], dtype={"top_k_label": str})
+    greedy = (cells["temperature"] == 0) | (cells["top_k_label"] == "1")
+    det = cells["unique_text_fraction"] <= 0.5 + 1e-9  # two seeds
+    assert (
+        f"greedy cells (T = 0 or top-k = 1) that gave one text for every seed: "
+        f"{int((greedy & det).sum())} of {int(greedy.sum())}"
+    ) in text
+    assert f"sampling cells that still gave one text for every seed: {int((~greedy & det).sum())} of" in text
+    gens = pd.read_csv(params["generations_csv"])
+    assert f"{len(gens):,} generations in {len(cells):,} cells" in text
+    assert "mean log-prob" in text and "fraction of seeds giving different texts" in text  # heatmap titles
+
+
+def check_determinism(params, page, text):
+    assert_images(page, 1)
+    assert_headings(
+        text,
+        "Exercise 5.3: which settings make generate deterministic?",
+        "Settings and what happened",
+        "How many settings behaved as the book says",
+        "Greedy settings: the same output as generate_simple",
+        "Sampling: the seed decides",
+        "Batch invariance: a finding the book does not state",
+        PROVENANCE,
+    )
+    det = pd.read_csv(params["determinism_csv"])
+    assert f"{int(det['as_expected'].sum())} of {len(det)} settings behaved as expected" in text
+    sampled = det[~det["expected_greedy"] & (det["batch_size"] > 1)]
+    for rng, rows in sampled.groupby("rng"):
+        n = int(rows["batch_invariant"].sum())
+        assert f"{rng}: batch-invariant in {n} of {len(rows)} settings" in text
+    assert "5.3 determinism audit" in text
+
+
+def check_losses(params, page, text):
+    assert_images(page, 1)
+    assert_headings(
+        text,
+        "Exercise 5.5: training and validation loss of the pretrained GPT-2",
+        "Losses per model",
+        "Compared with the book",
+        "What the numbers say",
+        PROVENANCE,
+    )
+    losses = pd.read_csv(params["losses_csv"])
+    for r in losses.itertuples():
+        assert in_table(page, f"{r.loss:.4f}"), (r.model, r.split)
+        assert in_table(page, f"{r.perplexity:,.1f}"), (r.model, r.split)
+    for book_value in ("3.7547", "3.5596", "3.3046", "3.1195"):
+        assert book_value in text
+    train = losses[losses["split"] == "train"].iloc[0]
+    val = losses[losses["split"] == "val"].iloc[0]
+    is_verdict = (train.n_batches, train.n_tokens, val.n_batches, val.n_tokens) == (9, 4608, 1, 512)
+    assert f"the split sizes are those of The Verdict with the book's loaders: {is_verdict}" in text
+    assert "models whose training and validation losses both match the book's: 0 of 2" in text
+
+
+def check_sizes(params, page, text):
+    assert_images(page, 1)
+    assert_headings(
+        text,
+        "Exercise 5.6: GPT-2 124M and GPT-2 1558M",
+        "The book's sample, reproduced?",
+        "The texts side by side",
+        "Metrics per model, with the 5.5 losses",
+        PROVENANCE,
+    )
+    refs = pd.read_csv(params["book_reference_csv"])
+    assert list(refs["size"]) == ["124M", "1558M"]
+    for r in refs.itertuples():
+        assert f"GPT-2 {r.size}: reproduces the book's text: {bool(r.matches_book)}" in text
+    assert "toward finding an ideal life" in text  # the book's 1558M text is shown
+    summary = pd.read_csv(params["summary_csv"])
+    for r in summary.itertuples():
+        assert in_table(page, f"{r.mean_logprob_mean:.3f} ± {r.mean_logprob_std:.3f}")
+        assert in_table(page, f"{r.val_loss:.4f}") and in_table(page, f"{r.parameters:,}")
+    side = pd.read_csv(params["side_by_side_csv"])
+    assert "text[gpt2-124M]" in text and "text[gpt2-1558M]" in text and len(side) == 2
+
+
+CHECKS = {
+    "ex5_1_pizza": check_pizza,
+    "ex5_2_sweep": check_sweep,
+    "ex5_3_determinism": check_determinism,
+    "ex5_5_losses": check_losses,
+    "ex5_6_sizes": check_sizes,
+}
+
+
+@pytest.mark.parametrize("name", REPORTS)
+def test_report_renders_from_artifacts(artifacts, name, tmp_path):
+    _, params = artifacts
+    page, text = render(name, params[name], tmp_path)
+    CHECKS[name](params[name], page, text)
+
+
+def test_losses_report_recognises_the_book_values(tmp_path):
+    """With the book's numbers on The Verdict's split sizes, the report says they reproduce the book."""
+    rows = []
+    for model, (train, val) in {"gpt2-124M": (3.7547, 3.5596), "gpt2-1558M": (3.3046, 3.1195)}.items():
+        rows.append({"model": model, "split": "train", "loss": train, "n_batches": 9, "n_tokens": 4608})
+        rows.append({"model": model, "split": "val", "loss": val, "n_batches": 1, "n_tokens": 512})
+    frame = pd.DataFrame(rows)
+    frame.insert(3, "perplexity", frame["loss"].map(math.exp))
+    csv = write_losses_csv(frame, tmp_path / "losses.csv")
+    meta = {"experiment": "5.5 losses", "corpus": "the-verdict.txt"}
+    (tmp_path / "losses.meta.json").write_text(json.dumps(meta))
+    png = _losses_figure(frame, tmp_path / "losses")
+    _, text = render("ex5_5_losses", {"losses_csv": str(csv), "losses_png": str(png)}, tmp_path)
+    assert "the split sizes are those of The Verdict with the book's loaders: True" in text
+    assert "models whose training and validation losses both match the book's: 2 of 2" in text
+    assert "The losses reproduce the book's: these are OpenAI's weights evaluated on The Verdict." in text
+    assert "the larger GPT-2 has the lower validation loss, as in the book: True" in text
+    assert 'corpus: "the-verdict.txt"' in text  # the sidecar is reported
+
+
+# ---------------------------------------------------------------------------------------------
+# The committed notebooks
+
+PARAMETERS = {
+    "ex5_1_pizza": {
+        *("pizza_book_csv", "pizza_sweep_csv", "next_token_csv"),
+        *("toy_png", "sweep_png", "next_token_png"),
+    },
+    "ex5_2_sweep": {"generations_csv", "cells_csv", "recommended_csv", "heatmap_pngs"},
+    "ex5_3_determinism": {"determinism_csv", "determinism_png"},
+    "ex5_5_losses": {"losses_csv", "losses_png"},
+    "ex5_6_sizes": {"generations_csv", "summary_csv", "side_by_side_csv", "book_reference_csv", "sizes_png"},
+}
+
+
+def _parameter_defaults(cell) -> dict:
+    tree = ast.parse(cell.source)
+    return {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+    }
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
+def test_notebook_committed_clean(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code), "commit without outputs"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name} has {len(tagged)} cells tagged 'parameters'"
+    assert tagged[0].cell_type == "code"
+    assert nb.metadata.kernelspec.name == "python3"
+
+
+@pytest.mark.parametrize("name", REPORTS)
+def test_notebook_parameters_match_the_pipeline(name):
+    """The parameters cell names exactly what the pipeline passes, with empty defaults."""
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    defaults = _parameter_defaults(cell)
+    assert set(defaults) == PARAMETERS[name]
+    assert all(v in ("", []) for v in defaults.values()), defaults
