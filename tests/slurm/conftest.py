@@ -104,14 +104,16 @@ class SlurmCluster:
         snakefile: Path | None = None,
         timeout: int = 600,
         resources: dict | None = None,
+        max_threads: int | None = None,
     ) -> SnakemakeRun:
         """Run `snakemake --executor slurm --workflow-profile workflow/profiles/slurm` in `workdir`.
 
         Adds what this cluster needs on top of the profile: status through squeue with a short first
         check, partition `debug`, a test account, successful jobs' logs kept, and `--max-threads` at
-        the node's CPU count (sbatch rejects a job asking for more CPUs than any node has).
-        `resources` updates the profile's default resources. The run is wrapped in `timeout -k`: a
-        Snakemake waiting on job status it can never get ignores SIGTERM.
+        the node's CPU count (sbatch rejects a job asking for more CPUs than any node has), or at
+        `max_threads` when that is lower. `resources` updates the profile's default resources. The
+        run is wrapped in `timeout -k`: a Snakemake waiting on job status it can never get ignores
+        SIGTERM.
         """
         default_resources = profile_default_resources(
             {"slurm_partition": PARTITION, "slurm_account": ACCOUNT, **(resources or {})}
@@ -132,7 +134,7 @@ class SlurmCluster:
             str(STATUS_INIT_SECONDS),
             "--slurm-keep-successful-logs",
             "--max-threads",
-            str(self.cpus),
+            str(min(self.cpus, max_threads or self.cpus)),
             "--default-resources",
             *default_resources,
         ]
