@@ -61,23 +61,30 @@ class Job:
 JOB_BLOCK = re.compile(r"^(local)?(?:rule|checkpoint) (\w+):\n((?:    \S.*\n)*)", re.MULTILINE)
 
 
-def parse_jobs(output: str) -> dict[str, Job]:
-    """Jobs printed by Snakemake, by key (a retried job is printed again; the last one wins)."""
-    jobs = {}
+def parse_job_blocks(output: str) -> list[Job]:
+    """Every job block Snakemake printed, in order (a retried job is printed once per attempt)."""
+    jobs = []
     for local, rule, body in JOB_BLOCK.findall(output):
         fields = dict(re.findall(r"^    (\w+): (.*)$", body, flags=re.MULTILINE))
         values = re.findall(r"\w+=([^,]*)", fields.get("wildcards", ""))
         # The plugin's log directory: wildcard values joined by "_", "/" replaced by "_".
         key = "/".join([rule, *(["_".join(values).replace("/", "_")] if values else [])])
-        jobs[key] = Job(
-            rule=rule,
-            key=key,
-            local=bool(local),
-            threads=int(fields.get("threads", 1)),
-            resources=dict(re.findall(r"(\w+)=([^,]*)", fields.get("resources", ""))),
-            log=fields.get("log"),
+        jobs.append(
+            Job(
+                rule=rule,
+                key=key,
+                local=bool(local),
+                threads=int(fields.get("threads", 1)),
+                resources=dict(re.findall(r"(\w+)=([^,]*)", fields.get("resources", ""))),
+                log=fields.get("log"),
+            )
         )
     return jobs
+
+
+def parse_jobs(output: str) -> dict[str, Job]:
+    """Jobs printed by Snakemake, by key (for a retried job, its last attempt)."""
+    return {job.key: job for job in parse_job_blocks(output)}
 
 
 def localrules(workdir: Path) -> set[str]:
@@ -175,13 +182,13 @@ class SlurmStudy:
     local_rules: set[str]
     default_target: str
     run: SnakemakeRun
-    jobs: dict[str, Job]  # as the SLURM run printed them
+    jobs: dict[str, Job]  # as the SLURM run printed them (the last attempt of each)
+    attempts: dict[str, list[Job]]  # every attempt, in submission order
     logs: dict[str, list[str]]  # SLURM job ids per key, from .snakemake/slurm_logs/
     watch: Watcher
     max_threads: int
     node_mem_mb: int
     gpu: bool  # whether the run switched the rules' GPU requests on (resources.gpu=1)
-    elapsed_s: float
 
     def compute_jobs(self) -> dict[str, Job]:
         return {key: job for key, job in self.jobs.items() if not job.local}
@@ -218,12 +225,11 @@ def study(slurm_cluster, tiny_study, tmp_path_factory) -> SlurmStudy:
         {
             f"{job.rule}:mem_mb={node_mem_mb}"
             for job in declared.values()
-            if int(job.resources.get("mem_mb", 0)) > node_mem_mb
+            if job.resources.get("mem_mb", "").isdigit() and int(job.resources["mem_mb"]) > node_mem_mb
         }
     )
 
     watch = Watcher(workdir=workdir, interrupt_log=workdir / declared[INTERRUPTED_RULE].log)
-    started = time.monotonic()
     with ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(
             slurm_cluster.snakemake,
@@ -240,7 +246,9 @@ def study(slurm_cluster, tiny_study, tmp_path_factory) -> SlurmStudy:
             time.sleep(1)
         watch.poll()
         run = future.result()
-    elapsed = time.monotonic() - started
+    attempts: dict[str, list[Job]] = {}
+    for job in parse_job_blocks(run.output):
+        attempts.setdefault(job.key, []).append(job)
     assert run.returncode == 0, f"the study failed on SLURM:\n{run.output[-8000:]}"
     return SlurmStudy(
         workdir=workdir,
@@ -249,12 +257,12 @@ def study(slurm_cluster, tiny_study, tmp_path_factory) -> SlurmStudy:
         default_target=default_target(workdir),
         run=run,
         jobs=parse_jobs(run.output),
+        attempts=attempts,
         logs=slurm_logs(workdir),
         watch=watch,
         max_threads=max_threads,
         node_mem_mb=node_mem_mb,
         gpu=gpu,
-        elapsed_s=elapsed,
     )
 
 
@@ -302,20 +310,35 @@ def test_every_compute_rule_declares_memory_and_runtime(study):
 def test_declared_threads_memory_runtime_and_gpus_reached_each_job(study):
     for key in study.compute_jobs():
         declared = study.declared[key]
-        threads = min(declared.threads, study.max_threads)
-        mem_mb = min(int(declared.resources.get("mem_mb", profile_default("mem_mb"))), study.node_mem_mb)
-        runtime = int(declared.resources.get("runtime", profile_default("runtime")))
-        gpu = int(declared.resources.get("gpu", 0))
-        for call, job_id in zip(study.sbatch_calls(key), study.logs[key], strict=True):
+        attempts, calls, job_ids = study.attempts[key], study.sbatch_calls(key), study.logs[key]
+        assert len(attempts) == len(calls) == len(job_ids), (key, calls, job_ids)
+        for job, call, job_id in zip(attempts, calls, job_ids, strict=True):
+            # What the rule declared, as Snakemake evaluated it for the job: threads up to
+            # --max-threads, the profile's defaults for resources the rule leaves out, memory
+            # capped at the node's. Values that depend on input sizes are <TBD> in the dry-run.
+            assert job.threads == min(declared.threads, study.max_threads), (key, job)
+            expected = {
+                "mem_mb": declared.resources.get("mem_mb", profile_default("mem_mb")),
+                "runtime": declared.resources.get("runtime", profile_default("runtime")),
+                "gpu": declared.resources.get("gpu", "0"),
+            }
+            if expected["mem_mb"] != "<TBD>":
+                expected["mem_mb"] = str(min(int(expected["mem_mb"]), study.node_mem_mb))
+            for name, value in expected.items():
+                if value != "<TBD>":
+                    assert job.resources.get(name, "0") == value, (key, name, job.resources)
+            mem_mb, runtime = int(job.resources["mem_mb"]), int(job.resources["runtime"])
+            gpu = int(job.resources.get("gpu", 0))
+
             assert f" --mem {mem_mb} " in call, (key, call)
             assert f" -t {runtime} " in call, (key, call)
-            assert f" --cpus-per-task={threads} " in call, (key, call)
+            assert f" --cpus-per-task={job.threads} " in call, (key, call)
             assert f" -p {PARTITION} " in call and f" -A {ACCOUNT} " in call, (key, call)
             assert (f" --gpus={gpu}" in call) == bool(gpu), (key, call)
             # What SLURM actually allocated, as scontrol showed it while the job existed.
             record = study.watch.records[job_id]
             assert record["MinMemoryNode"] == f"{mem_mb}M", (key, record)
-            assert int(record["NumCPUs"]) == threads, (key, record)
+            assert int(record["NumCPUs"]) == job.threads, (key, record)
             assert minutes(record["TimeLimit"]) == runtime, (key, record)
             assert (record["Partition"], record["Account"]) == (PARTITION, ACCOUNT), (key, record)
             tres = record.get("TresPerJob", "")
@@ -328,8 +351,8 @@ def test_pretraining_requests_a_gpu_when_switched_on(study):
             "config/test.yaml has no `resources.gpu` switch, so no rule can be made to request a GPU; "
             "`gpu=1` reaching --gpus is proven on the toy workflow (test_slurm_toy.py)"
         )
-    gpu_jobs = sorted(key for key in study.compute_jobs() if int(study.declared[key].resources.get("gpu", 0)))
-    assert INTERRUPTED_RULE in gpu_jobs, f"with resources.gpu=1 only {gpu_jobs} request a GPU"
+    gpu_jobs = sorted(key for key, job in study.compute_jobs().items() if int(job.resources.get("gpu", 0)))
+    assert INTERRUPTED_RULE in gpu_jobs, f"with resources.gpu=1 only {gpu_jobs} requested a GPU"
 
 
 def test_csv_results_equal_the_local_run(study, tiny_study):
