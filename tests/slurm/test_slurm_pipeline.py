@@ -178,6 +178,7 @@ class Watcher:
 @dataclass
 class SlurmStudy:
     workdir: Path
+    config: Path
     declared: dict[str, Job]  # from the local dry-run, by key
     local_rules: set[str]
     default_target: str
@@ -252,6 +253,7 @@ def study(slurm_cluster, tiny_study, tmp_path_factory) -> SlurmStudy:
     assert run.returncode == 0, f"the study failed on SLURM:\n{run.output[-8000:]}"
     return SlurmStudy(
         workdir=workdir,
+        config=config,
         declared=declared,
         local_rules=localrules(workdir),
         default_target=default_target(workdir),
@@ -428,3 +430,14 @@ def test_sigterm_mid_training_fails_the_job_and_the_retry_continues_from_its_che
     # And the history equals the uninterrupted local run's, byte for byte.
     history = f"results/{INTERRUPTED_RULE}/history.csv"
     assert (study.workdir / history).read_bytes() == (tiny_study[0] / history).read_bytes()
+
+
+def test_after_the_slurm_run_nothing_is_left_to_do(study):
+    # Nothing the jobs did on the compute node (params, code, software environment, mtimes) makes
+    # Snakemake want to redo a job afterwards, the retried one included.
+    dry = snakemake(
+        study.workdir, "--dry-run", "--cores", "1", "--workflow-profile", "none",
+        "--configfile", str(study.config), timeout=300,
+    )  # fmt: skip
+    assert dry.returncode == 0, dry.stderr[-4000:]
+    assert "Nothing to be done" in dry.stdout + dry.stderr, (dry.stdout + dry.stderr)[-4000:]
