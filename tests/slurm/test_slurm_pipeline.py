@@ -202,7 +202,7 @@ class SlurmStudy:
 
 @pytest.fixture(scope="module")
 def study(slurm_cluster, tiny_study, tmp_path_factory) -> SlurmStudy:
-    local_workdir, _config, local_result = tiny_study
+    _local_workdir, _local_config, local_result = tiny_study
     workdir = tmp_path_factory.mktemp("study-slurm").resolve()
     # The configuration of the local run; with the GPU switch on, if the configuration has one:
     # the fake GPUs satisfy the requests, and `device: cpu` keeps the numbers those of the CPU.
