@@ -110,7 +110,7 @@ class MultiHeadAttention(nn.Module):
             return self.out_proj(context_vec)
 
         attn_scores = queries @ keys.transpose(2, 3)
-        mask_bool = self.mask.bool()[start : start + num_tokens, : start + num_tokens]
+        mask_bool = self.mask[start : start + num_tokens, : start + num_tokens].bool()  # slice, then convert
         attn_scores.masked_fill_(mask_bool, -torch.inf)
         attn_weights = torch.softmax(attn_scores / keys.shape[-1] ** 0.5, dim=-1)
         attn_weights = self.dropout(attn_weights)
@@ -128,7 +128,7 @@ class MultiHeadAttention(nn.Module):
             return F.scaled_dot_product_attention(queries, keys, values, dropout_p=dropout_p)
         # Several new tokens after the cache: ``is_causal`` would align the mask
         # to the top-left corner, so pass the book's mask rows explicitly.
-        allowed = ~self.mask.bool()[start : start + num_tokens, : start + num_tokens]
+        allowed = ~self.mask[start : start + num_tokens, : start + num_tokens].bool()
         return F.scaled_dot_product_attention(queries, keys, values, attn_mask=allowed, dropout_p=dropout_p)
 
 

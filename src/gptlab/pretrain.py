@@ -6,6 +6,12 @@ loaders, seed again before the model, AdamW) and then drives
 checkpoint after every epoch and when interrupted (SIGTERM/SIGINT), and picks
 up from the newest one on the next call, so a killed job loses at most the
 work since the last step.
+
+``fast=True`` trains the same model on the same data in fast mode
+(``gptlab.fast``: fused kernels, fused AdamW, bf16 autocast where the
+hardware has it, evaluation in inference mode): faster, equal up to
+rounding, and resumable bit for bit like the exact mode. The two modes never
+share intermediate checkpoints.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import torch
 
 from .checkpoint import CheckpointError, load_checkpoint, load_into, restore_rng_state, save_checkpoint
 from .data import create_book_loaders
+from .fast import fast_training, make_evaluator
 from .model import GPTModel
 from .tokenizer import get_tokenizer
 from .training import TrainState, stop_on_signals, train_model
@@ -48,6 +55,7 @@ def pretrain(
     resume_from=None,
     resume_mode: str = "exact",
     progress: bool = True,
+    fast: bool = False,
 ):
     """Train the book's GPT on ``text``; return ``(model, optimizer, state, train_config)``.
 
@@ -61,6 +69,8 @@ def pretrain(
     ``work_dir`` holds intermediate checkpoints, one per set of settings
     (``latest-<digest>.pt``); if one exists for these settings, training
     continues from it (also towards a larger ``num_epochs``).
+    ``fast`` selects fast mode (see the module docstring); it is recorded in
+    ``train_config`` and an exact resume refuses a checkpoint of the other mode.
     """
     if resume_mode not in ("exact", "book"):
         raise ValueError(f"resume_mode={resume_mode!r} must be 'exact' or 'book'")
@@ -89,6 +99,7 @@ def pretrain(
         eval_freq=eval_freq,
         eval_iter=eval_iter,
         start_context=start_context,
+        fast=bool(fast),
     )
 
     train_loader, val_loader = create_book_loaders(
@@ -96,7 +107,13 @@ def pretrain(
     )
     torch.manual_seed(seed)
     model = GPTModel(model_config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    loop_options = {}
+    if fast:
+        adamw = dict(lr=learning_rate, weight_decay=weight_decay)
+        model, optimizer, autocast = fast_training(model, adamw, device=device)
+        loop_options = dict(autocast=autocast, evaluate=make_evaluator(autocast))
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
     state = TrainState()
 
     latest = intermediate_checkpoint(work_dir, model_config, train_config, resume_from, resume_mode)
@@ -110,12 +127,18 @@ def pretrain(
         state = TrainState.from_dict(ckpt["train_state"])
     elif resume_from is not None:
         ckpt = load_checkpoint(resume_from, map_location=device, model_config=model_config)
-        load_into(ckpt, model, optimizer)
         if resume_mode == "exact":
             if "rng_state" not in ckpt:
                 raise CheckpointError(
                     f"{resume_from} holds only model and optimizer (the book's format): "
                     "use resume_mode='book' to continue from it"
+                )
+            made_fast = bool(ckpt.get("train_config", {}).get("fast", False))
+            if made_fast != bool(fast):
+                raise CheckpointError(
+                    f"{resume_from} was trained in {_mode(made_fast)} mode; an exact resume in "
+                    f"{_mode(fast)} mode would not continue that run. Resume with fast={made_fast}, "
+                    "or use resume_mode='book' to continue from its weights in either mode"
                 )
             _restore_exact(ckpt, model, optimizer)
             state = TrainState.from_dict(ckpt["train_state"])
@@ -125,6 +148,7 @@ def pretrain(
                     f"num_epochs={num_epochs} must be larger to train further"
                 )
         else:  # the book's way: re-seed and rebuild the loaders, count from zero
+            load_into_keeping_implementation(ckpt, model, optimizer)
             train_loader, val_loader = create_book_loaders(
                 text, train_ratio, batch_size, max_length, stride, seed=seed, tokenizer=tokenizer
             )
@@ -150,6 +174,7 @@ def pretrain(
             should_stop=should_stop,
             on_stop=save,
             progress=progress,
+            **loop_options,
         )
     return model, optimizer, state, train_config
 
@@ -158,9 +183,12 @@ def intermediate_checkpoint(work_dir, model_config, train_config, resume_from, r
     """Path of the intermediate checkpoint for these settings (any ``num_epochs``)."""
     if work_dir is None:
         return None
+    train = {k: v for k, v in train_config.items() if k != "num_epochs"}
+    if not train.get("fast"):  # exact mode keeps the digests it had before fast mode existed
+        train.pop("fast", None)
     key = {
         "model": model_config,
-        "train": {k: v for k, v in train_config.items() if k != "num_epochs"},
+        "train": train,
         "resume_from": str(resume_from) if resume_from else None,
         "resume_mode": resume_mode,
     }
@@ -168,6 +196,24 @@ def intermediate_checkpoint(work_dir, model_config, train_config, resume_from, r
     return Path(work_dir) / f"latest-{digest}.pt"
 
 
-def _restore_exact(ckpt: dict, model, optimizer) -> None:
+def _mode(fast) -> str:
+    return "fast" if fast else "exact"
+
+
+def load_into_keeping_implementation(ckpt: dict, model, optimizer) -> None:
+    """``load_into``, keeping the optimizer's kernel choice (fused/foreach/loop).
+
+    ``Optimizer.load_state_dict`` copies every hyperparameter of the saved
+    groups, the implementation flags included, so a book-style continuation
+    of a fast run would otherwise train with the fused kernel in exact mode
+    (and vice versa). The flags change how, never what, AdamW computes.
+    """
+    flags = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
     load_into(ckpt, model, optimizer)
+    for group, kept in zip(optimizer.param_groups, flags, strict=True):
+        group.update(kept)
+
+
+def _restore_exact(ckpt: dict, model, optimizer) -> None:
+    load_into_keeping_implementation(ckpt, model, optimizer)
     restore_rng_state(ckpt["rng_state"])

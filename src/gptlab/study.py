@@ -71,6 +71,7 @@ def _train(corpus, *, model_config, data, training, device, threads, work_dir, r
         eval_freq=training["eval_freq"],
         eval_iter=training["eval_iter"],
         start_context=training["start_context"],
+        fast=training["fast"],
         device=device,
         work_dir=work_dir,
         resume_from=resume_from,

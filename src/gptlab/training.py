@@ -10,10 +10,10 @@ cluster), so an interrupted run continues bit-identically.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import signal
 import sys
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -107,12 +107,17 @@ def train_model(
     should_stop=None,
     on_stop=None,
     progress: bool = True,
+    autocast=contextlib.nullcontext,
+    evaluate=evaluate_model,
 ) -> TrainState:
     """Train until ``num_epochs`` epochs are complete, starting from ``state``.
 
     ``on_epoch_end(state)`` runs after each epoch (save a checkpoint there).
     ``should_stop()`` is polled after every optimizer step; when it returns
     true, ``on_stop(state)`` runs and ``TrainingInterrupted`` is raised.
+    ``autocast`` (a context-manager factory) wraps each training forward pass
+    and ``evaluate`` replaces the book's ``evaluate_model`` (same signature);
+    fast mode passes its own (``gptlab.fast``), the defaults are the book's.
     """
     state = state or TrainState()
     steps_per_epoch = len(train_loader)
@@ -132,7 +137,8 @@ def train_model(
                 if state.batch_in_epoch == 0:
                     state.epoch_seed = getattr(train_loader.sampler, "last_seed", None)
                 optimizer.zero_grad()
-                loss = calc_loss_batch(input_batch, target_batch, model, device)
+                with autocast():
+                    loss = calc_loss_batch(input_batch, target_batch, model, device)
                 loss.backward()
                 optimizer.step()
                 state.tokens_seen += input_batch.numel()
@@ -141,7 +147,7 @@ def train_model(
                 bar.update(1)
 
                 if state.global_step % eval_freq == 0:
-                    train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
+                    train_loss, val_loss = evaluate(model, train_loader, val_loader, device, eval_iter)
                     state.train_losses.append(train_loss)
                     state.val_losses.append(val_loss)
                     state.track_tokens_seen.append(state.tokens_seen)
@@ -201,7 +207,7 @@ def train_model_simple(
     return state.train_losses, state.val_losses, state.track_tokens_seen
 
 
-@contextmanager
+@contextlib.contextmanager
 def stop_on_signals(signals=(signal.SIGTERM, signal.SIGINT)):
     """Turn SIGTERM/SIGINT into a flag polled at the next safe point.
 
