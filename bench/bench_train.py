@@ -13,9 +13,12 @@ batches:
 Every measurement runs in a fresh subprocess (so peak RSS is the variant's
 own; in the smoke size one subprocess runs all three), in rounds ``A B C``,
 ``C B A``, ... so that drifts in machine load hit all variants alike.
-Reported: medians with min-max spread over rounds, and ratios to the book
-computed within each round. Evaluation throughput is the
-book's ``calc_loss_loader`` (eval mode, ``no_grad``) vs each variant's own.
+Reported: medians with min-max spread over rounds (each run's own figure is
+the median over its steps), and ratios to the book computed within each
+round. Training throughput is also given per CPU second (less sensitive to
+other work on a shared machine). Evaluation throughput is one evaluation as
+``train_model_simple`` does it (``eval_iter`` training batches and the
+validation batches): the book's ``evaluate_model`` vs each variant's own.
 
 The script also measures this machine's matmul peak (a large ``torch.matmul``
 in float32 and bf16, before and after the rounds; the best is the peak) and
@@ -24,7 +27,7 @@ the dtype the variant computes in. Model FLOPs per token follow the usual
 count (PaLM, appendix B): forward ``2*N + 4*L*T*d`` with ``N`` the
 non-embedding matmul parameters plus the output head, training 3x forward.
 
-    python bench/bench_train.py              # the book's shape, 3 rounds (~10 min on 2 cores)
+    python bench/bench_train.py              # the book's shape, 3 rounds (~10-15 min on 2 cores)
     python bench/bench_train.py --smoke      # a tiny model, seconds
     python bench/bench_train.py --book-run   # also: the book's 10-epoch run in fast mode (minutes)
 """
@@ -67,6 +70,7 @@ SMOKE_CONFIG = {
 }
 HIGHER_IS_BETTER = {
     "train_tokens_per_s": True,
+    "train_tokens_per_cpu_s": True,
     "eval_tokens_per_s": True,
     "train_flops_per_s": True,
     "train_fraction_of_peak": True,
@@ -110,16 +114,16 @@ def worker_train(variant: str, opts: dict) -> dict:
     cfg, device = opts["config"], "cpu"
     torch.set_num_threads(opts["threads"])
     train_data = _batches(cfg, opts["warmup"] + opts["steps"], opts["batch_size"], seed=1)
-    eval_data = _batches(cfg, opts["eval_batches"] + 1, opts["batch_size"], seed=2)
+    eval_data = _batches(cfg, opts["eval_iter"] + opts["val_batches"], opts["batch_size"], seed=2)
     torch.manual_seed(123)
     autocast = contextlib.nullcontext
-    calc_loss_batch, loader_loss = losses.calc_loss_batch, losses.calc_loss_loader
+    calc_loss_batch = losses.calc_loss_batch
     if variant == "book":
         from llms_from_scratch import ch04, ch05  # only here: the import costs a second
 
         model = ch04.GPTModel(cfg)
         optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
-        calc_loss_batch, loader_loss = ch05.calc_loss_batch, ch05.calc_loss_loader
+        calc_loss_batch = ch05.calc_loss_batch
     else:
         model = GPTModel(cfg)
         if variant == "fast":
@@ -145,32 +149,32 @@ def worker_train(variant: str, opts: dict) -> dict:
             step_times.append(time.perf_counter() - t0)
             step_cpu.append(time.process_time() - c0)
 
-    model.eval()
-    if variant == "fast":
-
-        def evaluate(data):
-            return fast.calc_loss_loader(data, model, device, autocast=autocast)
+    # One evaluation as train_model_simple does it: eval_iter training batches, then the validation batches.
+    if variant == "book":
+        evaluate = ch05.evaluate_model
+    elif variant == "fast":
+        evaluate = fast.make_evaluator(autocast)
     else:
-
-        def evaluate(data):
-            with torch.no_grad():  # as the book's evaluate_model
-                return loader_loss(data, model, device)
-
-    evaluate(eval_data[:1])  # warm-up
-    t0 = time.perf_counter()
-    eval_loss = evaluate(eval_data[1:])
-    eval_time = time.perf_counter() - t0
+        evaluate = losses.evaluate_model
+    train_part, val_part = eval_data[: opts["eval_iter"]], eval_data[opts["eval_iter"] :]
+    evaluate(model, train_part, val_part, device, opts["eval_iter"])  # warm-up (and compilation)
+    eval_times = []
+    for _ in range(opts["eval_repeats"]):
+        t0 = time.perf_counter()
+        eval_loss = evaluate(model, train_part, val_part, device, opts["eval_iter"])
+        eval_times.append(time.perf_counter() - t0)
+    model.train()
 
     tokens_per_step = opts["batch_size"] * cfg["context_length"]
     return {
         "variant": variant,
         "dtype": dtype,
-        "train_tokens_per_s": tokens_per_step * len(step_times) / sum(step_times),
-        "train_tokens_per_cpu_s": tokens_per_step * len(step_cpu) / sum(step_cpu),
-        "eval_tokens_per_s": tokens_per_step * opts["eval_batches"] / eval_time,
+        "train_tokens_per_s": tokens_per_step / statistics.median(step_times),
+        "train_tokens_per_cpu_s": tokens_per_step / statistics.median(step_cpu),
+        "eval_tokens_per_s": tokens_per_step * len(eval_data) / statistics.median(eval_times),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "first_loss": first_loss,
-        "eval_loss": eval_loss,
+        "eval_loss": list(eval_loss),
     }
 
 
@@ -302,7 +306,7 @@ def summarise(rounds: list[dict], peaks: list[dict], cfg: dict) -> list[dict]:
         def ratios(key, _variant=variant):
             return [r[_variant][key] / r["book"][key] for r in rounds if _variant in r and "book" in r]
 
-        for metric in ("train_tokens_per_s", "eval_tokens_per_s", "peak_rss_mb"):
+        for metric in ("train_tokens_per_s", "train_tokens_per_cpu_s", "eval_tokens_per_s", "peak_rss_mb"):
             rows.append(_row(metric, variant, values(metric), ratios(metric), dtype=dtype))
         tps = values("train_tokens_per_s")
         rows.append(
@@ -348,7 +352,11 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, help="rounds of A B C (default 3; smoke 1)")
     parser.add_argument("--steps", type=int, help="timed training steps per run (default 4; smoke 2)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
-    parser.add_argument("--eval-batches", type=int, help="timed evaluation batches (default 4; smoke 2)")
+    parser.add_argument(
+        "--eval-iter", type=int, help="training batches per evaluation (the book's 5; smoke 2)"
+    )
+    parser.add_argument("--val-batches", type=int, default=1, help="validation batches per evaluation (1)")
+    parser.add_argument("--eval-repeats", type=int, help="timed evaluations per run (default 2; smoke 1)")
     parser.add_argument("--batch-size", type=int, default=2, help="the book's 2")
     parser.add_argument("--threads", type=int, help="torch threads (default 2; smoke 1)")
     parser.add_argument(
@@ -379,14 +387,16 @@ def main(argv=None) -> int:
         "config": SMOKE_CONFIG if args.smoke else BOOK_CONFIG,
         "steps": args.steps or (2 if args.smoke else 4),
         "warmup": args.warmup,
-        "eval_batches": args.eval_batches or (2 if args.smoke else 4),
+        "eval_iter": args.eval_iter or (2 if args.smoke else 5),
+        "val_batches": args.val_batches,
+        "eval_repeats": args.eval_repeats or (1 if args.smoke else 2),
         "batch_size": args.batch_size,
         "threads": args.threads or (1 if args.smoke else 2),
         "compile": args.compile,
         "peak_seconds": 0.02 if args.smoke else 0.3,
         "peak_max_n": 256 if args.smoke else 4096,
     }
-    for key in ("steps", "eval_batches", "batch_size", "threads"):
+    for key in ("steps", "eval_iter", "val_batches", "eval_repeats", "batch_size", "threads"):
         if opts[key] < 1:
             parser.error(f"--{key.replace('_', '-')}={opts[key]} must be >= 1")
     if rounds_n < 1 or opts["warmup"] < 0:

@@ -2,6 +2,7 @@
 
 Exact mode must stay the book's bit for bit; fast mode must compute the same
 functions (up to rounding) with the same parameters, dropout and cache semantics.
+Side-by-side comparisons with the book's package are in ``test_conformance.py``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,6 @@ from gptlab import fast
 from gptlab.generation import generate
 from gptlab.losses import calc_loss_loader
 from gptlab.model import GPTModel, KVCache, MultiHeadAttention
-
-book_ch04 = pytest.importorskip(
-    "llms_from_scratch.ch04", reason="the book's package (llms-from-scratch) is not installed"
-)
-book_ch05 = pytest.importorskip("llms_from_scratch.ch05", reason="the book's package is not installed")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -118,37 +114,6 @@ def test_generate_in_fast_mode_gives_the_exact_modes_tokens(tiny_config):
     assert torch.equal(long_run, generate(exact, idx, 40, tiny_config["context_length"], use_cache=False))
 
 
-def test_conformance_with_the_books_model(tiny_config):
-    torch.manual_seed(123)
-    book = book_ch04.GPTModel(tiny_config).eval()
-    exact = GPTModel(tiny_config).eval()
-    exact.load_state_dict(book.state_dict())
-    quick = GPTModel(tiny_config).eval().set_fast()
-    quick.load_state_dict(book.state_dict())
-    idx = torch.randint(0, tiny_config["vocab_size"], (2, 30))
-    with torch.no_grad():
-        ref = book(idx)
-        assert torch.equal(exact(idx), ref)
-        torch.testing.assert_close(quick(idx), ref, rtol=0, atol=1e-5)
-
-
-def test_sampling_conformance_with_the_books_generate(tiny_config):
-    torch.manual_seed(123)
-    book = book_ch04.GPTModel(tiny_config).eval()
-    ours = GPTModel(tiny_config).eval()
-    ours.load_state_dict(book.state_dict())
-    idx = torch.tensor([[15496, 11, 314, 716]])
-    torch.manual_seed(7)
-    want = book_ch05.generate(book, idx, 15, tiny_config["context_length"], temperature=1.4, top_k=25)
-    torch.manual_seed(7)
-    got = generate(ours, idx, 15, tiny_config["context_length"], temperature=1.4, top_k=25)
-    assert torch.equal(got, want)
-    # Greedy decoding in fast mode picks the book's tokens too.
-    ours.set_fast()
-    greedy = book_ch05.generate(book, idx, 15, tiny_config["context_length"])
-    assert torch.equal(generate(ours, idx, 15, tiny_config["context_length"]), greedy)
-
-
 def test_fused_adamw_takes_the_books_adamw_step(tiny_config):
     exact, quick = pair(dict(tiny_config, vocab_size=1000))
     ref_opt = torch.optim.AdamW(exact.parameters(), lr=4e-4, weight_decay=0.1)
@@ -222,3 +187,50 @@ def test_autocast_is_chosen_by_hardware():
 def test_fast_training_rejects_other_models():
     with pytest.raises(TypeError, match="needs a gptlab GPTModel, got Linear"):
         fast.fast_training(torch.nn.Linear(2, 2), dict(lr=1e-3, weight_decay=0.0))
+
+
+def test_joined_evaluation_keeps_the_books_per_batch_average(tiny_config):
+    # A short last batch (the validation loader keeps it) weighs as one batch, as in the book.
+    exact, quick = pair(tiny_config)
+    exact.eval(), quick.eval()
+    sizes = (2, 2, 2, 1)
+    data = [(torch.randint(0, 1000, (n, 16)), torch.randint(0, 1000, (n, 16))) for n in sizes]
+    with torch.no_grad():
+        want = calc_loss_loader(data, exact, "cpu")
+    for max_tokens in (16, 48, 10_000):  # one batch per pass, some joined, all joined
+        assert fast.calc_loss_loader(data, quick, "cpu", max_tokens=max_tokens) == pytest.approx(
+            want, abs=1e-5
+        )
+
+
+def test_study_passes_the_fast_switch_to_training(tmp_path, tiny_config, small_text):
+    from gptlab.checkpoint import load_checkpoint
+    from gptlab.study import run_pretraining
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(small_text)
+    data = dict(train_ratio=0.9, batch_size=2, max_length=16, stride=16)
+    training = dict(
+        num_epochs=1,
+        seed=123,
+        learning_rate=4e-4,
+        weight_decay=0.1,
+        eval_freq=50,
+        eval_iter=1,
+        start_context="Every effort moves you",
+    )
+    for mode in (False, True):
+        ckpt = tmp_path / f"{mode}.pt"
+        outputs = (ckpt, tmp_path / f"{mode}.tsv", tmp_path / f"{mode}_samples.tsv")
+        run_pretraining(
+            corpus,
+            *outputs,
+            model_config=tiny_config,
+            data=data,
+            training={**training, "fast": mode},
+            device="cpu",
+            threads=1,
+        )
+        saved = load_checkpoint(ckpt)
+        assert saved["train_config"]["fast"] is mode
+        assert bool(saved["optimizer_state_dict"]["param_groups"][0]["fused"]) is mode

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from gptlab.checkpoint import load_checkpoint
+from gptlab.pretrain import intermediate_checkpoint, pretrain
 
 RUNNER = Path(__file__).with_name("pretrain_runner.py")
 
@@ -70,6 +71,15 @@ def uninterrupted(tmp_path_factory, text_file):
     return out
 
 
+@pytest.fixture(scope="module")
+def uninterrupted_fast(tmp_path_factory, text_file):
+    from tests.conftest import TINY_CONFIG
+
+    out = tmp_path_factory.mktemp("uninterrupted_fast")
+    finish(run(settings(text_file, TINY_CONFIG, fast=True), out))
+    return out
+
+
 def test_resume_after_n_epochs_in_new_process_is_bit_identical(
     tmp_path, text_file, tiny_config, uninterrupted
 ):
@@ -84,9 +94,11 @@ def test_resume_after_n_epochs_in_new_process_is_bit_identical(
     assert json.loads((resumed / "history.json").read_text())["epoch"] == 3
 
 
-def test_sigterm_mid_epoch_then_rerun_is_bit_identical(tmp_path, text_file, tiny_config, uninterrupted):
+@pytest.mark.parametrize("fast", [False, True], ids=["exact", "fast"])
+def test_sigterm_mid_epoch_then_rerun_is_bit_identical(tmp_path, text_file, tiny_config, fast, request):
+    uninterrupted = request.getfixturevalue("uninterrupted_fast" if fast else "uninterrupted")
     work, out = tmp_path / "work", tmp_path / "out"
-    cfg = settings(text_file, tiny_config, work_dir=str(work))
+    cfg = settings(text_file, tiny_config, work_dir=str(work), fast=fast)
     proc = run(cfg, out)
     # wait for the first evaluation line, then send SIGTERM as SLURM would
     line = proc.stdout.readline()
@@ -98,6 +110,7 @@ def test_sigterm_mid_epoch_then_rerun_is_bit_identical(tmp_path, text_file, tiny
     assert proc.returncode == 3, proc.stderr.read()[-2000:]
     (latest_path,) = work.glob("latest-*.pt")
     latest = load_checkpoint(latest_path)
+    assert latest["train_config"]["fast"] is fast
     stopped_at = latest["train_state"]["global_step"]
     assert 0 <= stopped_at and latest["train_state"]["epoch"] < 3 and not (out / "final.pt").exists()
     rerun_stdout = finish(run(cfg, out))
@@ -130,3 +143,37 @@ def test_exact_resume_refuses_book_format(tmp_path, text_file, tiny_config, unin
     proc = run(settings(text_file, tiny_config, num_epochs=4, resume_from=str(book_file)), tmp_path / "x")
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode != 0 and "resume_mode='book'" in stderr
+
+
+def test_fast_and_exact_runs_never_share_intermediate_checkpoints(tiny_config):
+    train = dict(seed=123, learning_rate=4e-4, num_epochs=3)
+    exact = intermediate_checkpoint("w", tiny_config, {**train, "fast": False}, None, "exact")
+    quick = intermediate_checkpoint("w", tiny_config, {**train, "fast": True}, None, "exact")
+    assert exact != quick
+    # exact mode keeps the name it had before the switch existed, so older runs still resume
+    assert exact == intermediate_checkpoint("w", tiny_config, train, None, "exact")
+
+
+def test_exact_resume_refuses_the_other_mode(
+    tmp_path, text_file, tiny_config, uninterrupted, uninterrupted_fast
+):
+    for made, other in ((uninterrupted, True), (uninterrupted_fast, False)):
+        cfg = settings(text_file, tiny_config, num_epochs=4, resume_from=str(made / "final.pt"), fast=other)
+        proc = run(cfg, tmp_path / f"x{other}")
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode != 0 and f"Resume with fast={not other}" in stderr
+
+
+def test_book_style_continuation_keeps_each_modes_optimizer(
+    text_file, tiny_config, uninterrupted, uninterrupted_fast
+):
+    """Loading a fused AdamW state must not make the exact mode's AdamW fused (or the reverse)."""
+    text = text_file.read_text()
+    common = dict(model_config=tiny_config, num_epochs=1, eval_freq=50, resume_mode="book", progress=False)
+    _, optimizer, _, config = pretrain(
+        text, resume_from=uninterrupted_fast / "final.pt", fast=False, **common
+    )
+    assert config["fast"] is False
+    assert not optimizer.param_groups[0]["fused"] and not optimizer.param_groups[0]["foreach"]
+    _, optimizer, _, config = pretrain(text, resume_from=uninterrupted / "final.pt", fast=True, **common)
+    assert config["fast"] is True and optimizer.param_groups[0]["fused"]

@@ -124,6 +124,11 @@ def fast_training(
         device = next(model.parameters()).device
     model.set_fast(True)
     if compile:
+        import torch._inductor.config as inductor_config
+
+        # Compiled code would otherwise draw dropout masks from its own generator:
+        # other masks than eager mode, so other losses and no bit-exact resume.
+        inductor_config.fallback_random = True
         model.compile()
     optimizer = make_adamw(model.parameters(), device=device, **optimizer_params)
     return FastTraining(model, optimizer, autocast_context(device, bf16))
