@@ -19,5 +19,8 @@ rule all:
 
 
 include: "workflow/rules/data.smk"
+include: "workflow/rules/weights.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/sampling.smk"
 include: "workflow/rules/report.smk"

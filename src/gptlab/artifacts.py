@@ -49,3 +49,26 @@ def write_table(df: pd.DataFrame, path, metadata: dict | None = None) -> Path:
         sidecar_path(path),
     )
     return path
+
+
+def concat_tables(paths, out, metadata: dict | None = None) -> Path:
+    """Stack tables with the same columns (e.g. one per model) into ``out``, cell text unchanged.
+
+    Cells are read as text, so numbers keep the exact digits their writer
+    printed. The sidecar lists every part with its own metadata.
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError(f"no tables to combine into {out}")
+    frames = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in paths]
+    for path, frame in zip(paths[1:], frames[1:], strict=True):
+        if list(frame.columns) != list(frames[0].columns):
+            raise ValueError(
+                f"{path} has columns {list(frame.columns)}, {paths[0]} has {list(frames[0].columns)}; "
+                "only tables of one kind can be combined"
+            )
+    parts = {}
+    for path in paths:
+        side = sidecar_path(path)
+        parts[str(path)] = json.loads(side.read_text()) if side.is_file() else None
+    return write_table(pd.concat(frames, ignore_index=True), out, {**(metadata or {}), "parts": parts})

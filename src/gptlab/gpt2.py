@@ -134,6 +134,7 @@ def download_gpt2(
     backoff: float = 1.0,
     timeout: float = 60.0,
     progress: bool = True,
+    remedy: str | None = None,
 ) -> Path:
     """Fetch the seven files of GPT-2 ``model_size`` into ``model_dir``, verified; return ``model_dir``.
 
@@ -142,6 +143,7 @@ def download_gpt2(
     355M are checked against OpenAI's known sizes (``check_known_sizes=False``
     for mirrors holding other files, such as synthetic test checkpoints). Each
     file's size, sha256 and source URL go into the manifest once it is verified.
+    ``remedy`` replaces the advice of the error raised when every URL fails.
     """
     _check_size(model_size)
     model_dir = Path(model_dir)
@@ -154,7 +156,7 @@ def download_gpt2(
         )
     pinned = manifest["files"] if manifest else {}
     known = KNOWN_FILE_SIZES.get(model_size, {}) if check_known_sizes else {}
-    remedy = (
+    remedy = remedy or (
         f"set base_url / backup_base_url to a reachable mirror (https://, http:// or file:// of a folder "
         f"holding {model_size}/<file>), or copy the files {', '.join(FILENAMES)} of the {model_size} "
         f"release into {model_dir} yourself"

@@ -60,3 +60,22 @@ def plot_losses(history: pd.DataFrame, title: str = "Training and validation los
     ax1.set_title(title, fontsize=10, pad=28)
     fig.tight_layout()
     return fig
+
+
+def plot_model_losses(losses: pd.DataFrame, title: str = "Loss on the corpus (exercise 5.5)"):
+    """Bars of train and validation loss per model, values printed on the bars."""
+    table = losses.pivot(index="model", columns="split", values="loss").reindex(columns=["train", "val"])
+    table = table.reindex(pd.unique(losses["model"]))  # keep the order of the table
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(table) + 1.5), 3.5))
+    x = np.arange(len(table))
+    width = 0.38
+    for i, (split, label) in enumerate((("train", "training"), ("val", "validation"))):
+        bars = ax.bar(x + (i - 0.5) * width, table[split], width, label=f"{label} loss")
+        ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
+    ax.set_xticks(x, table.index)
+    ax.set_ylabel("cross-entropy loss (nats/token)")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.margins(y=0.15)
+    fig.tight_layout()
+    return fig

@@ -44,6 +44,11 @@ def load_model(path, device="cpu"):
     return model.eval()
 
 
+def load_models(paths: dict, device="cpu") -> dict:
+    """``{name: path}`` → ``{name: model}`` (each read by :func:`load_model`), in order."""
+    return {name: load_model(path, device) for name, path in paths.items()}
+
+
 def _materialize(name: str, model, device):
     """A model object from a model or from a path :func:`load_model` reads."""
     if isinstance(model, torch.nn.Module):
@@ -124,6 +129,14 @@ def evaluate_losses(
             )
         del model  # a model loaded here from a path is freed before the next one
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def wide_losses(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per model: ``model, train_loss, val_loss`` (from :func:`evaluate_losses`'s tidy frame)."""
+    wide = frame.pivot(index="model", columns="split", values="loss").reindex(pd.unique(frame["model"]))
+    return pd.DataFrame(
+        {"model": wide.index, "train_loss": wide["train"].to_numpy(), "val_loss": wide["val"].to_numpy()}
+    )
 
 
 def write_losses_csv(frame: pd.DataFrame, path) -> Path:

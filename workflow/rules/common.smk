@@ -57,8 +57,62 @@ def train_epochs_total():
     return config["training"]["num_epochs"] + config["resume"]["extra_epochs"]
 
 
+# The models of the experiments: the one pretrained here, and each GPT-2 release.
+TRAINED = "trained"
+MODELS = {
+    TRAINED: "results/pretrain/checkpoint.pt",
+    **{
+        f"gpt2-{size}": f"results/gpt2/{size}/model.safetensors"
+        for size in config["gpt2"]["sizes"]
+    },
+}
+GPT2_MODELS = [name for name in MODELS if name != TRAINED]
+HEATMAP_METRICS = [
+    "distinct_1",
+    "distinct_2",
+    "repetition_rate",
+    "mean_logprob",
+    "verbatim_span",
+    "unique_text_fraction",
+]
+
+
+def model_mem_mb(wildcards, input):
+    """Memory for jobs holding models: the weights (memory-mapped) twice over, plus room to work."""
+    return 2000 + 2 * int(input.size_mb)
+
+
+def large_model_gpu(wildcards, input):
+    """A GPU for jobs on models over 1 GB (GPT-2 774M and 1558M), where it pays off."""
+    return config["resources"]["gpu"] if input.size_mb > 1000 else 0
+
+
+def per_model(pattern, models=MODELS):
+    return expand(pattern, model=models)
+
+
 # Report notebook → the artifacts it reads (its papermill parameters).
 REPORT_INPUTS = {
+    "ex5_1_pizza": {
+        "pizza_book_csv": "results/ex5_1/pizza_book.csv",
+        "pizza_sweep_csv": "results/ex5_1/pizza_sweep.csv",
+        "next_token_csv": "results/ex5_1/next_token.csv",
+        "toy_png": "results/figures/ex5_1/toy_distributions.png",
+        "sweep_png": "results/figures/ex5_1/pizza_sweep.png",
+        "next_token_png": "results/figures/ex5_1/next_token.png",
+    },
+    "ex5_2_sweep": {
+        "generations_csv": "results/ex5_2/generations.csv",
+        "cells_csv": "results/ex5_2/cells.csv",
+        "recommended_csv": "results/ex5_2/recommended.csv",
+        "heatmap_pngs": expand(
+            "results/figures/ex5_2/heatmap_{metric}.png", metric=HEATMAP_METRICS
+        ),
+    },
+    "ex5_3_determinism": {
+        "determinism_csv": "results/ex5_3/determinism.csv",
+        "determinism_png": "results/figures/ex5_3/determinism.png",
+    },
     "ex5_4_resume": {
         "history_csv": "results/resume/history.csv",
         "samples_csv": "results/resume/samples.csv",
@@ -67,7 +121,25 @@ REPORT_INPUTS = {
         ),
         "losses_png": "results/figures/losses.png",
     },
+    "ex5_5_losses": {
+        "losses_csv": "results/ex5_5/losses.csv",
+        "losses_png": "results/figures/ex5_5/losses.png",
+    },
+    "ex5_6_sizes": {
+        "generations_csv": "results/ex5_6/generations.csv",
+        "summary_csv": "results/ex5_6/summary.csv",
+        "side_by_side_csv": "results/ex5_6/side_by_side.csv",
+        "book_reference_csv": "results/ex5_6/book_reference.csv",
+        "sizes_png": "results/figures/ex5_6/sizes.png",
+    },
 }
+
+
+def report_artifacts(wildcards):
+    paths = []
+    for value in REPORT_INPUTS[wildcards.report].values():
+        paths += value if isinstance(value, list) else [value] if value else []
+    return paths
 
 
 def notebook_digest(wildcards):

@@ -13,5 +13,7 @@ rule download_corpus:
     params:
         urls=corpus_urls(),
         sha256=config["corpus"]["sha256"],
+        remedy="set corpus.local_path in the config to a copy of the text (offline machines), "
+        "or corpus.url to a reachable mirror",
     script:
         "../scripts/download_corpus.py"

@@ -4,9 +4,7 @@
 rule render_report:
     input:
         notebook="workflow/notebooks/{report}.ipynb",
-        artifacts=lambda wc: [
-            path for path in REPORT_INPUTS[wc.report].values() if path
-        ],
+        artifacts=report_artifacts,
     output:
         ipynb="results/reports/{report}.ipynb",
         html=report(
@@ -21,6 +19,7 @@ rule render_report:
         report="|".join(REPORT_INPUTS),
     conda:
         "../../envs/report.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=15,

@@ -28,6 +28,7 @@ rule pretrain:
     resources:
         mem_mb=8000,
         runtime=120,
+        gpu=config["resources"]["gpu"],
     params:
         **TRAIN_PARAMS,
         num_epochs=config["training"]["num_epochs"],
@@ -61,6 +62,7 @@ rule resume:
     resources:
         mem_mb=8000,
         runtime=60,
+        gpu=config["resources"]["gpu"],
     params:
         **TRAIN_PARAMS,
         extra_epochs=config["resume"]["extra_epochs"],
@@ -86,6 +88,7 @@ rule train_uninterrupted:
     resources:
         mem_mb=8000,
         runtime=120,
+        gpu=config["resources"]["gpu"],
     params:
         **TRAIN_PARAMS,
         num_epochs=train_epochs_total(),
@@ -105,6 +108,7 @@ rule verify_resume:
         f"{LOGS}/verify_resume.log",
     conda:
         "../../envs/torch.yaml"
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=10,
@@ -126,6 +130,7 @@ rule plot_losses:
         f"{LOGS}/plot_losses.log",
     conda:
         "../../envs/torch.yaml"
+    threads: 1
     resources:
         mem_mb=1000,
         runtime=10,

@@ -8,4 +8,5 @@ download_file(
     snakemake.params.urls,
     snakemake.output[0],
     expected_sha256=snakemake.params.sha256,
+    remedy=snakemake.params.remedy,
 )

@@ -73,6 +73,14 @@ def check_book_reference(model, tokenizer, size: str) -> dict:
 SIDE_KEYS = ["prompt_id", "prompt", "temperature", "top_k_label", "seed"]
 
 
+def write_book_references(path, models: dict, tokenizer) -> pd.DataFrame:
+    """:func:`check_book_reference` for every ``{size: model}`` the book has a text for, as CSV."""
+    rows = [check_book_reference(m, tokenizer, size) for size, m in models.items() if size in BOOK_REFERENCES]
+    df = pd.DataFrame(rows, columns=["size", *BOOK_SETTINGS, "text", "book_text", "matches_book"])
+    write_table(df, path, {"experiment": "5.6 book reference", "models": describe_models(models)})
+    return df
+
+
 def summarise_sizes(generations: pd.DataFrame, models: dict | None = None, losses=None) -> pd.DataFrame:
     """One row per model: mean/std of every metric, ``parameters``, and the losses joined on ``model``.
 

@@ -1,0 +1,71 @@
+# Exercise 5.5: training and validation loss of every model on the corpus, the book's way.
+
+
+rule evaluate_losses:
+    input:
+        corpus="results/data/corpus.txt",
+        model=lambda wc: MODELS[wc.model],
+    output:
+        "results/ex5_5/models/{model}.csv",
+    log:
+        f"{LOGS}/evaluate_losses_{{model}}.log",
+    benchmark:
+        f"{BENCH}/evaluate_losses_{{model}}.tsv"
+    wildcard_constraints:
+        model="|".join(MODELS),
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=model_mem_mb,
+        runtime=30,
+        gpu=large_model_gpu,
+    params:
+        data=config["data"],
+        seed=config["evaluation"]["seed"],
+        device=config["device"],
+    script:
+        "../scripts/evaluate_losses.py"
+
+
+rule combine_losses:
+    input:
+        per_model("results/ex5_5/models/{model}.csv"),
+    output:
+        report(
+            "results/ex5_5/losses.csv",
+            caption="../report/ex5_5_losses.rst",
+            category="5.5 Pretrained GPT-2",
+        ),
+    log:
+        f"{LOGS}/combine_losses.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/combine_tables.py"
+
+
+rule plot_model_losses:
+    input:
+        "results/ex5_5/losses.csv",
+    output:
+        png=report(
+            "results/figures/ex5_5/losses.png",
+            caption="../report/ex5_5_losses.rst",
+            category="5.5 Pretrained GPT-2",
+        ),
+        pdf="results/figures/ex5_5/losses.pdf",
+    log:
+        f"{LOGS}/plot_model_losses.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/plot_model_losses.py"

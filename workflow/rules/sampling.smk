@@ -1,0 +1,313 @@
+# The decoding experiments: exercises 5.1 (pizza), 5.2 (temperature x top-k),
+# 5.3 (determinism) and 5.6 (model sizes), each a table per model, then combined.
+SAMPLING = config["sampling"]
+DEVICE_PARAMS = dict(device=config["device"])
+
+
+rule pizza_toy:
+    output:
+        book=report(
+            "results/ex5_1/pizza_book.csv",
+            caption="../report/ex5_1_pizza.rst",
+            category="5.1 Pizza",
+        ),
+        sweep="results/ex5_1/pizza_sweep.csv",
+    log:
+        f"{LOGS}/pizza_toy.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        **{
+            key: SAMPLING["pizza"][key]
+            for key in (
+                "temperatures",
+                "num_draws",
+                "seed",
+                "sweep_points",
+                "confidence",
+                "interval",
+            )
+        },
+    script:
+        "../scripts/pizza_toy.py"
+
+
+rule pizza_next_token:
+    input:
+        model=lambda wc: MODELS[wc.model],
+    output:
+        "results/ex5_1/models/{model}.csv",
+    log:
+        f"{LOGS}/pizza_next_token_{{model}}.log",
+    wildcard_constraints:
+        model="|".join(MODELS),
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=model_mem_mb,
+        runtime=15,
+        gpu=large_model_gpu,
+    params:
+        **DEVICE_PARAMS,
+        prompts=SAMPLING["pizza"]["prompts"],
+        target=SAMPLING["pizza"]["target"],
+        next_token_temperatures=SAMPLING["pizza"]["next_token_temperatures"],
+    script:
+        "../scripts/pizza_next_token.py"
+
+
+rule combine_next_token:
+    input:
+        per_model("results/ex5_1/models/{model}.csv"),
+    output:
+        "results/ex5_1/next_token.csv",
+    log:
+        f"{LOGS}/combine_next_token.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/combine_tables.py"
+
+
+rule plot_pizza:
+    input:
+        sweep="results/ex5_1/pizza_sweep.csv",
+        next_token="results/ex5_1/next_token.csv",
+    output:
+        toy=report(
+            "results/figures/ex5_1/toy_distributions.png",
+            caption="../report/ex5_1_pizza.rst",
+            category="5.1 Pizza",
+        ),
+        toy_pdf="results/figures/ex5_1/toy_distributions.pdf",
+        sweep=report(
+            "results/figures/ex5_1/pizza_sweep.png",
+            caption="../report/ex5_1_pizza.rst",
+            category="5.1 Pizza",
+        ),
+        sweep_pdf="results/figures/ex5_1/pizza_sweep.pdf",
+        next_token=report(
+            "results/figures/ex5_1/next_token.png",
+            caption="../report/ex5_1_pizza.rst",
+            category="5.1 Pizza",
+        ),
+        next_token_pdf="results/figures/ex5_1/next_token.pdf",
+    log:
+        f"{LOGS}/plot_pizza.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        temperatures=SAMPLING["pizza"]["temperatures"],
+    script:
+        "../scripts/plot_pizza.py"
+
+
+rule sweep:
+    input:
+        corpus="results/data/corpus.txt",
+        model=lambda wc: MODELS[wc.model],
+    output:
+        generations="results/ex5_2/models/{model}/generations.csv",
+        cells="results/ex5_2/models/{model}/cells.csv",
+        recommended="results/ex5_2/models/{model}/recommended.csv",
+    log:
+        f"{LOGS}/sweep_{{model}}.log",
+    benchmark:
+        f"{BENCH}/sweep_{{model}}.tsv"
+    wildcard_constraints:
+        model="|".join(MODELS),
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=model_mem_mb,
+        runtime=60,
+        gpu=large_model_gpu,
+    params:
+        **SAMPLING["sweep"],
+        **DEVICE_PARAMS,
+        prompts=SAMPLING["prompts"],
+        seeds=SAMPLING["seeds"],
+        batch_size=SAMPLING["batch_size"],
+        train_ratio=config["data"]["train_ratio"],
+    script:
+        "../scripts/sweep.py"
+
+
+rule combine_sweep:
+    input:
+        generations=per_model("results/ex5_2/models/{model}/generations.csv"),
+        cells=per_model("results/ex5_2/models/{model}/cells.csv"),
+        recommended=per_model("results/ex5_2/models/{model}/recommended.csv"),
+    output:
+        generations="results/ex5_2/generations.csv",
+        cells=report(
+            "results/ex5_2/cells.csv",
+            caption="../report/ex5_2_sweep.rst",
+            category="5.2 Temperature and top-k",
+        ),
+        recommended=report(
+            "results/ex5_2/recommended.csv",
+            caption="../report/ex5_2_sweep.rst",
+            category="5.2 Temperature and top-k",
+        ),
+    log:
+        f"{LOGS}/combine_sweep.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/combine_tables.py"
+
+
+rule plot_sweep:
+    input:
+        "results/ex5_2/cells.csv",
+    output:
+        png=report(
+            expand(
+                "results/figures/ex5_2/heatmap_{metric}.png", metric=HEATMAP_METRICS
+            ),
+            caption="../report/ex5_2_sweep.rst",
+            category="5.2 Temperature and top-k",
+        ),
+        pdf=expand("results/figures/ex5_2/heatmap_{metric}.pdf", metric=HEATMAP_METRICS),
+    log:
+        f"{LOGS}/plot_sweep.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        metrics=HEATMAP_METRICS,
+    script:
+        "../scripts/plot_sweep.py"
+
+
+rule determinism:
+    input:
+        model=MODELS[TRAINED],
+    output:
+        report(
+            "results/ex5_3/determinism.csv",
+            caption="../report/ex5_3_determinism.rst",
+            category="5.3 Determinism",
+        ),
+    log:
+        f"{LOGS}/determinism.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=model_mem_mb,
+        runtime=15,
+    params:
+        **SAMPLING["determinism"],
+        **DEVICE_PARAMS,
+        model_name=TRAINED,
+    script:
+        "../scripts/determinism.py"
+
+
+rule plot_determinism:
+    input:
+        "results/ex5_3/determinism.csv",
+    output:
+        png=report(
+            "results/figures/ex5_3/determinism.png",
+            caption="../report/ex5_3_determinism.rst",
+            category="5.3 Determinism",
+        ),
+        pdf="results/figures/ex5_3/determinism.pdf",
+    log:
+        f"{LOGS}/plot_determinism.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/plot_determinism.py"
+
+
+rule sizes:
+    input:
+        corpus="results/data/corpus.txt",
+        losses="results/ex5_5/losses.csv",
+        models=[MODELS[name] for name in GPT2_MODELS],
+    output:
+        generations="results/ex5_6/generations.csv",
+        summary=report(
+            "results/ex5_6/summary.csv",
+            caption="../report/ex5_6_sizes.rst",
+            category="5.6 Model sizes",
+        ),
+        side_by_side=report(
+            "results/ex5_6/side_by_side.csv",
+            caption="../report/ex5_6_sizes.rst",
+            category="5.6 Model sizes",
+        ),
+        book_reference="results/ex5_6/book_reference.csv",
+    log:
+        f"{LOGS}/sizes.log",
+    benchmark:
+        f"{BENCH}/sizes.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=model_mem_mb,
+        runtime=60,
+        gpu=large_model_gpu,
+    params:
+        **SAMPLING["sizes"],
+        **DEVICE_PARAMS,
+        model_names=GPT2_MODELS,
+        sizes=config["gpt2"]["sizes"],
+        prompts=SAMPLING["prompts"],
+        seeds=SAMPLING["seeds"],
+        batch_size=SAMPLING["batch_size"],
+        train_ratio=config["data"]["train_ratio"],
+    script:
+        "../scripts/sizes.py"
+
+
+rule plot_sizes:
+    input:
+        "results/ex5_6/summary.csv",
+    output:
+        png=report(
+            "results/figures/ex5_6/sizes.png",
+            caption="../report/ex5_6_sizes.rst",
+            category="5.6 Model sizes",
+        ),
+        pdf="results/figures/ex5_6/sizes.pdf",
+    log:
+        f"{LOGS}/plot_sizes.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/plot_sizes.py"

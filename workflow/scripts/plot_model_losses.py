@@ -1,0 +1,9 @@
+import sys
+
+import pandas as pd
+
+from gptlab.plots import plot_model_losses, save_figure
+
+sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+
+save_figure(plot_model_losses(pd.read_csv(snakemake.input[0])), snakemake.output)
