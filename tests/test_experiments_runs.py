@@ -58,11 +58,13 @@ def test_generation_table_columns_and_metrics(generations, tok):
         assert (g["verbatim_span"] == 8).all()
 
 
-def test_rows_do_not_depend_on_batch_size(generations, tiny, tok):
+def test_rows_do_not_depend_on_batch_size(generations, tiny, tok, capsys):
     df, _, train_text = generations
     again = sweep.run_generations(
         {"tiny": tiny}, tok, [PROMPT], SETTINGS, [1, 2], 8, train_text, batch_size=1
     )
+    # A progress bar on stderr, one tick per batch of rows (here one row each).
+    assert f"{len(df)}/{len(df)}" in capsys.readouterr().err
     pd.testing.assert_frame_equal(df.drop(columns="mean_logprob"), again.drop(columns="mean_logprob"))
     pd.testing.assert_series_equal(df["mean_logprob"], again["mean_logprob"], atol=1e-4, rtol=0)
 

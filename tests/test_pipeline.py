@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 
 import nbformat
 import pandas as pd
 import pytest
+import yaml
 
-from tests.workflow_helpers import snakemake
+from tests.workflow_helpers import TINY_GPT2_SHAPES, copy_workflow, snakemake, write_config
+
+MODELS = ["trained", *(f"gpt2-{size}" for size in TINY_GPT2_SHAPES)]
+REPORTS = {
+    "ex5_1_pizza": "Exercise 5.1",
+    "ex5_2_sweep": "Exercise 5.2",
+    "ex5_3_determinism": "Exercise 5.3",
+    "ex5_4_resume": "Resumed vs uninterrupted",
+    "ex5_5_losses": "Exercise 5.5",
+    "ex5_6_sizes": "Exercise 5.6",
+}
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -42,6 +54,30 @@ def test_every_artifact_exists(study):
         "reports/ex5_4_resume.html",
         "logs/pretrain.log",
         "benchmarks/pretrain.tsv",
+        *(f"gpt2/{size}/model.safetensors" for size in TINY_GPT2_SHAPES),
+        *(f"gpt2/{size}/tf/manifest.json" for size in TINY_GPT2_SHAPES),
+        "ex5_1/pizza_book.csv",
+        "ex5_1/pizza_sweep.csv",
+        "ex5_1/next_token.csv",
+        "ex5_2/generations.csv",
+        "ex5_2/cells.csv",
+        "ex5_2/recommended.csv",
+        "ex5_3/determinism.csv",
+        "ex5_5/losses.csv",
+        "ex5_6/generations.csv",
+        "ex5_6/summary.csv",
+        "ex5_6/side_by_side.csv",
+        "ex5_6/book_reference.csv",
+        "figures/ex5_1/toy_distributions.png",
+        "figures/ex5_1/pizza_sweep.png",
+        "figures/ex5_1/next_token.png",
+        "figures/ex5_2/heatmap_mean_logprob.png",
+        "figures/ex5_2/heatmap_verbatim_span.png",
+        "figures/ex5_3/determinism.png",
+        "figures/ex5_5/losses.png",
+        "figures/ex5_6/sizes.png",
+        *(f"reports/{name}.html" for name in REPORTS),
+        *(f"logs/sweep_{model}.log" for model in MODELS),
     ]:
         assert (results / path).is_file() and (results / path).stat().st_size > 0, path
 
@@ -65,12 +101,123 @@ def test_training_artifacts_hold_the_run(study):
 
 def test_reports_render_without_errors(study):
     workdir, *_ = study
-    nb = nbformat.read(workdir / "results/reports/ex5_4_resume.ipynb", as_version=4)
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
+    for name, heading in REPORTS.items():
+        nb = nbformat.read(workdir / f"results/reports/{name}.ipynb", as_version=4)
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+        assert not [o for o in outputs if o.output_type == "error"], name
+        html = (workdir / f"results/reports/{name}.html").read_text()
+        assert heading in html, name
+        assert "data:image/png;base64" in html, name  # figures embedded: the page displays offline
     html = (workdir / "results/reports/ex5_4_resume.html").read_text()
-    assert "Resumed vs uninterrupted" in html and "identical</strong>, bit for bit" in html
-    assert "data:image/png;base64" in html  # the figure is embedded: the page displays offline
+    assert "identical</strong>, bit for bit" in html
+
+
+def test_gpt2_releases_downloaded_and_converted(study):
+    from gptlab.gpt2 import read_gpt2_hparams
+
+    workdir, *_ = study
+    for size, shape in TINY_GPT2_SHAPES.items():
+        manifest = json.loads((workdir / f"results/gpt2/{size}/tf/manifest.json").read_text())
+        assert manifest["model_size"] == size and len(manifest["files"]) == 7
+        assert all(entry["url"].startswith("file://") for entry in manifest["files"].values())
+        hparams = read_gpt2_hparams(workdir / f"results/gpt2/{size}/model.safetensors")
+        assert (hparams["n_embd"], hparams["n_layer"]) == (shape["n_embd"], shape["n_layer"])
+
+
+def test_losses_are_the_book_procedure_on_each_model(study):
+    from gptlab.data import read_text
+    from gptlab.pretrained import evaluate_losses
+
+    workdir, config, _ = study
+    losses = pd.read_csv(workdir / "results/ex5_5/losses.csv")
+    assert losses["model"].tolist() == [m for m in MODELS for _ in (0, 1)]
+    assert (losses["perplexity"] - losses["loss"].map(math.exp)).abs().max() < 1e-9
+    data = yaml.safe_load(config.read_text())["data"]
+    again = evaluate_losses(
+        {"gpt2-124M": workdir / "results/gpt2/124M/model.safetensors"},
+        read_text(workdir / "results/data/corpus.txt"),
+        train_ratio=data["train_ratio"],
+        max_length=data["max_length"],
+        stride=data["stride"],
+        batch_size=data["batch_size"],
+    )
+    mine = losses[losses["model"] == "gpt2-124M"]["loss"].to_numpy()
+    assert abs(mine - again["loss"].to_numpy()).max() < 1e-6
+
+
+def test_experiment_tables_hold_every_cell(study):
+    workdir, config, _ = study
+    sampling = yaml.safe_load(config.read_text())["sampling"]
+    book = pd.read_csv(workdir / "results/ex5_1/pizza_book.csv")
+    pizza = book[book["token"] == "pizza"].set_index("temperature")["count_book_loop"]
+    assert pizza.to_dict() == {1.0: 0, 0.1: 0, 5.0: 32}  # the book's counts
+    next_token = pd.read_csv(workdir / "results/ex5_1/next_token.csv")
+    assert set(next_token["model"]) == set(MODELS) and next_token["prob"].between(0, 1).all()
+
+    sweep = sampling["sweep"]
+    gens = pd.read_csv(workdir / "results/ex5_2/generations.csv")
+    per_model = (
+        len(sampling["prompts"]) * len(sweep["temperatures"]) * len(sweep["top_ks"]) * len(sampling["seeds"])
+    )
+    assert gens.groupby("model").size().to_dict() == {m: per_model for m in MODELS}
+    greedy = gens[gens["temperature"] == 0].groupby(["model", "prompt_id", "top_k_label"])["text"].nunique()
+    assert (greedy == 1).all()  # greedy decoding ignores the seed
+    cells = pd.read_csv(workdir / "results/ex5_2/cells.csv")
+    assert len(cells) == len(MODELS) * len(sweep["temperatures"]) * len(sweep["top_ks"])
+    assert set(pd.read_csv(workdir / "results/ex5_2/recommended.csv")["model"]) == set(MODELS)
+
+    determinism = pd.read_csv(workdir / "results/ex5_3/determinism.csv")
+    assert determinism["as_expected"].all() and set(determinism["model"]) == {"trained"}
+
+    summary = pd.read_csv(workdir / "results/ex5_6/summary.csv")
+    losses = pd.read_csv(workdir / "results/ex5_5/losses.csv").set_index(["model", "split"])["loss"]
+    for row in summary.itertuples():
+        assert row.val_loss == pytest.approx(losses[(row.model, "val")], abs=1e-12)
+    wide = pd.read_csv(workdir / "results/ex5_6/side_by_side.csv")
+    assert {f"text[{m}]" for m in MODELS[1:]} <= set(wide.columns)
+    reference = pd.read_csv(workdir / "results/ex5_6/book_reference.csv")
+    assert set(reference["size"]) == set(TINY_GPT2_SHAPES)
+    assert not reference["matches_book"].any()  # random weights do not write the book's sentence
+
+
+def test_snakemake_report_builds_from_the_artifacts(study):
+    workdir, config, _ = study
+    result = snakemake(workdir, "--report", "results/report.html", "--configfile", str(config), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (workdir / "results/report.html").stat().st_size > 100_000
+
+
+def test_changing_a_sampling_setting_reruns_only_what_depends_on_it(study):
+    workdir, config, _ = study
+    changed = yaml.safe_load(config.read_text())
+    changed["sampling"]["sweep"]["max_new_tokens"] += 1
+    path = workdir / "changed.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    dry = snakemake(workdir, "-n", "--configfile", str(path), timeout=300)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    jobs = job_counts(dry.stdout + dry.stderr)
+    assert set(jobs) == {"sweep", "combine_sweep", "plot_sweep", "render_report", "all"}, jobs
+    assert jobs["sweep"] == len(MODELS) and jobs["render_report"] == 1
+
+
+def test_offline_run_fails_at_the_downloads_and_finishes_the_rest(tmp_path):
+    """No network: the downloads fail naming the URLs and the config keys; independent jobs still run."""
+    workdir = copy_workflow(tmp_path / "wf")
+    dead = "http://127.0.0.1:9"  # the discard port: connection refused at once
+    config = write_config(
+        workdir / "offline.yaml",
+        corpus={"local_path": None, "url": f"{dead}/the-verdict.txt"},
+        gpt2={"sizes": ["124M"], "base_urls": [f"{dead}/gpt-2/models"]},
+    )
+    result = snakemake(workdir, "--cores", "2", "--configfile", str(config), timeout=900)
+    assert result.returncode != 0
+    logs = workdir / "results/logs"
+    corpus_log = (logs / "download_corpus.log").read_text()
+    assert f"{dead}/the-verdict.txt" in corpus_log and "corpus.local_path" in corpus_log
+    gpt2_log = (logs / "download_gpt2_124M.log").read_text()
+    assert f"{dead}/gpt-2/models/124M/" in gpt2_log and "gpt2.base_urls" in gpt2_log
+    assert (workdir / "results/ex5_1/pizza_book.csv").is_file()  # needs no download: it finished
+    assert not (workdir / "results/pretrain").exists()
 
 
 def test_editing_a_notebook_reruns_only_its_report(study):

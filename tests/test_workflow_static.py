@@ -86,6 +86,13 @@ def test_every_env_file_parses_and_lists_what_its_rules_import():
         ("gpt2", {"sizes": ["124M", "2B"]}, "2B"),
         ("corpus", {"local_path": "/nonexistent/verdict.txt"}, "corpus.local_path"),
         ("device", "tpu", "device"),
+        ("sampling", {"sweep": {"temperatures": [1.0, -0.5]}}, "temperatures"),
+        ("sampling", {"sweep": {"top_ks": [0, None]}}, "top_ks"),
+        ("sampling", {"determinism": {"top_ks": [-3]}}, "top_ks"),
+        ("sampling", {"prompts": []}, "prompts"),
+        ("sampling", {"pizza": {"temperatures": [-1]}}, "pizza"),
+        ("model", {"context_length": 2048}, "context_length"),
+        ("resources", {"gpu": -1}, "gpu"),
     ],
 )
 def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, section, values, message):
@@ -101,7 +108,20 @@ def test_default_config_is_valid_and_plans_the_whole_study(tmp_path):
     workdir = copy_workflow(tmp_path / "wf")
     result = snakemake(workdir, "-n", "--quiet", "rules", timeout=300)
     assert result.returncode == 0, result.stderr
-    for rule in ("download_corpus", "pretrain", "resume", "verify_resume", "render_report"):
+    for rule in (
+        "download_corpus",
+        "download_gpt2",
+        "convert_gpt2",
+        "pretrain",
+        "resume",
+        "verify_resume",
+        "evaluate_losses",
+        "pizza_toy",
+        "sweep",
+        "determinism",
+        "sizes",
+        "render_report",
+    ):
         assert rule in result.stdout
 
 

@@ -14,9 +14,11 @@ every row has its own seed stream, so a sample does not depend on the batch it w
 from __future__ import annotations
 
 import math
+import sys
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from ..artifacts import write_table
 from ..generation import RowSetting, generate_rows
@@ -97,17 +99,28 @@ def run_generations(
     train_text=None,
     batch_size=32,
     eos_id=None,
+    progress=True,
 ) -> pd.DataFrame:
     """Sample every (model, prompt, setting, seed) and score each text; one row per generation.
 
     ``settings`` is a list of ``(temperature, top_k)``; ``top_k=None`` means no
     filtering. Rows of one prompt go through the model ``batch_size`` at a time.
+    ``progress`` shows a bar on stderr, one tick per batch.
     """
     settings = [(float(t), k) for t, k in settings]
     _check_grid(prompts, settings, seeds, max_new_tokens, batch_size)
     index = training_index(tokenizer, train_text)
     rows = []
+    n_jobs = len(settings) * len(seeds)
+    bar = tqdm(
+        total=len(models) * len(prompts) * math.ceil(n_jobs / batch_size),
+        desc="generate",
+        unit="batch",
+        file=sys.stderr,
+        disable=not progress,
+    )
     for name, model in models.items():
+        bar.set_postfix_str(name)
         model.eval()
         device = next(model.parameters()).device
         ctx = model.pos_emb.num_embeddings
@@ -120,6 +133,7 @@ def run_generations(
             for start in range(0, len(jobs), batch_size):
                 chunk = jobs[start : start + batch_size]
                 out = generate_rows(model, idx, max_new_tokens, ctx, chunk, eos_id=eos_id)
+                bar.update()
                 for row, job in enumerate(chunk):
                     n = out.num_generated[row]
                     new = out.token_ids[row, idx.shape[1] : idx.shape[1] + n].tolist()
@@ -142,6 +156,7 @@ def run_generations(
                             "token_ids": " ".join(map(str, new)),
                         }
                     )
+    bar.close()
     df = pd.DataFrame(rows, columns=GENERATION_COLUMNS)
     df["top_k"] = df["top_k"].astype("Int64")
     return df
