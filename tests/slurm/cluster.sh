@@ -163,6 +163,8 @@ SlurmUser=slurm
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
+# A requeued job may start again cred_expire + 1 s after the requeue (default 120 s).
+AuthInfo=cred_expire=30
 StateSaveLocation=$SLURM_LIB/slurmctld
 SlurmdSpoolDir=$SLURM_LIB/slurmd
 SlurmctldPidFile=/run/slurmctld.pid

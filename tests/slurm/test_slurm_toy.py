@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +140,31 @@ def test_failing_rule_is_reported_as_failed(slurm_cluster, tmp_path):
     assert not (tmp_path / "boom.txt").exists()
     assert (tmp_path / "ok.txt").read_text(encoding="utf-8") == "ok\n"
     assert slurm_cluster.show_job(logs["ok"][0])["JobState"] == "COMPLETED"
+
+
+def test_requeued_job_runs_again_under_the_same_id_and_the_workflow_finishes(slurm_cluster, tmp_path):
+    # `scontrol requeue` is what preemption with requeue does to a job: SLURM kills the running
+    # attempt and queues the same job (same id) again. Snakemake must keep waiting for it instead of
+    # reporting a failure, and the second attempt must see what the first left outside the outputs.
+    attempts = tmp_path / "requeue-attempts.txt"
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(
+            slurm_cluster.snakemake, tmp_path, "--verbose", "requeue.txt", snakefile=TOY, timeout=480
+        )
+        deadline = time.monotonic() + 240
+        while not attempts.is_file() and not future.done() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert attempts.is_file(), "the requeue job never started"
+        job_id = attempts.read_text(encoding="utf-8").split()[0]
+        subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=60, capture_output=True)
+        run = future.result()
+    assert run.returncode == 0, run.output[-4000:]
+    call = [c for c in run.sbatch_calls() if "--comment rule_requeue " in c]
+    assert len(call) == 1 and "--requeue" in call[0], call  # one submission; the profile's --requeue
+    lines = (tmp_path / "requeue.txt").read_text(encoding="utf-8").splitlines()
+    assert lines == [f"{job_id} Restarts=0", f"{job_id} Restarts=1"], lines
+    job = slurm_cluster.show_job(job_id)
+    assert job["JobState"] == "COMPLETED" and job["Restarts"] == "1", job
 
 
 def test_cluster_start_is_idempotent(slurm_cluster):
