@@ -1,8 +1,9 @@
 """Wall time of the whole workflow on the tiny offline configuration.
 
-Each run copies the workflow into a fresh scratch folder (as the integration
-tests do), points the corpus at The Verdict (or, when it is absent, at a
-generated text) and runs ``snakemake --cores 2 --configfile config/test.yaml``
+Each run prepares a fresh scratch folder as the integration tests do (a copy
+of the workflow, The Verdict or a generated text as the corpus, synthetic
+GPT-2 releases behind a ``file://`` mirror) and runs
+``snakemake --cores 2 --configfile config/test.yaml`` (plus those settings)
 from scratch. Reported: the median wall time over runs with its min-max
 spread, and each rule's own time from Snakemake's ``benchmark:`` files. The
 book has no pipeline, so there is no ratio to the book here.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import re
 import shutil
 import statistics
@@ -30,33 +30,28 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tests.workflow_helpers import copy_workflow, snakemake, write_config  # noqa: E402
+from tests.workflow_helpers import prepare_tiny_study, snakemake  # noqa: E402
 
-VERDICT = REPO.parent / "shared" / "data" / "the-verdict.txt"
 SMOKE_TARGET = "results/data/corpus.txt"
 MISSING = re.compile(r"(?:No rule to produce|MissingInputException.*?files?:?)\s+(\S+)", re.S)
 
 
-def scratch_workflow(root: Path, configfile: str, cores: int) -> tuple[Path, Path]:
-    """A fresh copy of the workflow and its config with an absolute corpus path."""
-    workdir = copy_workflow(root / "wf")
-    if VERDICT.is_file():
-        corpus = {"local_path": str(VERDICT)}
-    else:  # still a real run, on a text of its own
-        rng = random.Random(0)
-        words = "the painter said that every effort moves you toward a picture of his wife".split()
-        text = " ".join(rng.choice(words) for _ in range(6000))
-        (workdir / "corpus.txt").write_text(text)
-        corpus = {"local_path": str(workdir / "corpus.txt"), "sha256": None}
-    config = write_config(workdir / "bench.yaml", base=configfile, corpus=corpus)
-    return workdir, config
+def scratch_workflow(root: Path, configfile: str) -> tuple[Path, Path]:
+    """A fresh copy of the workflow and the tests' offline version of ``configfile``.
+
+    As in the integration tests: the corpus is The Verdict (or a generated text when it is
+    absent) and GPT-2 comes from a ``file://`` mirror of synthetic releases in OpenAI's layout,
+    fetched by the real download code.
+    """
+    workdir = root / "wf"
+    return workdir, prepare_tiny_study(workdir, base=configfile)
 
 
 def producible(targets: list[str], configfile: str, cores: int) -> tuple[list[str], list[str]]:
     """Split ``targets`` into those the workflow can build and those it cannot (dry runs)."""
     keep, dropped = list(targets), []
     with tempfile.TemporaryDirectory(prefix="bench-dag-") as tmp:
-        workdir, config = scratch_workflow(Path(tmp), configfile, cores)
+        workdir, config = scratch_workflow(Path(tmp), configfile)
         while True:
             result = snakemake(workdir, *keep, "-n", "--cores", str(cores), "--configfile", str(config))
             if result.returncode == 0:
@@ -77,7 +72,7 @@ def producible(targets: list[str], configfile: str, cores: int) -> tuple[list[st
 def run_once(configfile: str, cores: int, targets: list[str], timeout: int) -> dict:
     # Targets go first: --configfile takes every value that follows it.
     with tempfile.TemporaryDirectory(prefix="bench-dag-") as tmp:
-        workdir, config = scratch_workflow(Path(tmp), configfile, cores)
+        workdir, config = scratch_workflow(Path(tmp), configfile)
         t0 = time.perf_counter()
         result = snakemake(
             workdir, *targets, "--cores", str(cores), "--configfile", str(config), timeout=timeout

@@ -47,12 +47,14 @@ TINY_GPT2_SHAPES = {
 }
 
 
-def prepare_tiny_study(workdir: Path, corpus_text: str | None = None, **sections) -> Path:
+def prepare_tiny_study(
+    workdir: Path, corpus_text: str | None = None, base: str = "config/test.yaml", **sections
+) -> Path:
     """Copy the workflow to ``workdir`` and write its tiny offline config; return the config path.
 
     The corpus is The Verdict from ``../shared/data`` when present, else a generated text
     (or ``corpus_text``). GPT-2 comes from a ``file://`` mirror of synthetic releases, fetched
-    by the real download code. ``sections`` are merged into the config.
+    by the real download code. ``sections`` are merged into ``base`` (a config in the repository).
     """
     from gptlab.testing import write_synthetic_gpt2_checkpoint
 
@@ -70,7 +72,7 @@ def prepare_tiny_study(workdir: Path, corpus_text: str | None = None, **sections
     for size, shape in TINY_GPT2_SHAPES.items():
         write_synthetic_gpt2_checkpoint(mirror / size, **shape)
     gpt2 = {"sizes": list(TINY_GPT2_SHAPES), "base_urls": [mirror.as_uri()], "check_known_sizes": False}
-    return write_config(workdir / "study.yaml", corpus=corpus, gpt2=gpt2, **sections)
+    return write_config(workdir / "study.yaml", base, corpus=corpus, gpt2=gpt2, **sections)
 
 
 def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
