@@ -364,7 +364,7 @@ def test_download_failure_is_one_line_naming_the_url(synthetic_ckpt, tmp_path, c
             "--no-check-known-sizes", "--quiet", capsys=capsys,
         )  # fmt: skip
     assert code == 1 and out == ""
-    assert_one_line_error(err, f"{server.base_url}/124M/hparams.json", "404", "pass --mirror URL")
+    assert_one_line_error(err, f"{server.base_url}/124M/hparams.json", "404", "set --mirror to a reachable")
 
 
 # --- errors ------------------------------------------------------------------------------------

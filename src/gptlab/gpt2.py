@@ -134,7 +134,7 @@ def download_gpt2(
     backoff: float = 1.0,
     timeout: float = 60.0,
     progress: bool = True,
-    remedy: str | None = None,
+    mirror_option: str = "base_url / backup_base_url",
 ) -> Path:
     """Fetch the seven files of GPT-2 ``model_size`` into ``model_dir``, verified; return ``model_dir``.
 
@@ -143,7 +143,8 @@ def download_gpt2(
     355M are checked against OpenAI's known sizes (``check_known_sizes=False``
     for mirrors holding other files, such as synthetic test checkpoints). Each
     file's size, sha256 and source URL go into the manifest once it is verified.
-    ``remedy`` replaces the advice of the error raised when every URL fails.
+    ``mirror_option`` names, in the error raised when every URL fails, where
+    the caller sets the mirrors (a config key, a command-line option).
     """
     _check_size(model_size)
     model_dir = Path(model_dir)
@@ -156,8 +157,8 @@ def download_gpt2(
         )
     pinned = manifest["files"] if manifest else {}
     known = KNOWN_FILE_SIZES.get(model_size, {}) if check_known_sizes else {}
-    remedy = remedy or (
-        f"set base_url / backup_base_url to a reachable mirror (https://, http:// or file:// of a folder "
+    remedy = (
+        f"set {mirror_option} to a reachable mirror (https://, http:// or file:// of a folder "
         f"holding {model_size}/<file>), or copy the files {', '.join(FILENAMES)} of the {model_size} "
         f"release into {model_dir} yourself"
         + (f"; {MANIFEST} there pins their sha256 (delete it to accept other files)" if pinned else "")

@@ -15,11 +15,7 @@ rule download_gpt2:
     params:
         base_urls=config["gpt2"]["base_urls"],
         check_known_sizes=config["gpt2"]["check_known_sizes"],
-        remedy=lambda wc: (
-            "set gpt2.base_urls in the config to a reachable mirror (http(s):// or file:// of a "
-            f"folder holding {wc.size}/<file>), or copy the seven files of the {wc.size} release "
-            f"into results/gpt2/{wc.size}/tf/"
-        ),
+        mirror_option="gpt2.base_urls in the config",
     script:
         "../scripts/download_gpt2.py"
 

@@ -13,5 +13,5 @@ download_gpt2(
     base_url=base_url,
     backup_base_url=backup[0] if backup else None,
     check_known_sizes=sm.params.check_known_sizes,
-    remedy=sm.params.remedy,
+    mirror_option=sm.params.mirror_option,
 )

@@ -96,18 +96,13 @@ def register(subparsers, parent) -> None:
 
 def run_download(args) -> int:
     from gptlab.download import DownloadError
-    from gptlab.gpt2 import BACKUP_BASE_URL, BASE_URL, FILENAMES, download_gpt2
+    from gptlab.gpt2 import BACKUP_BASE_URL, BASE_URL, download_gpt2
 
     target = args.dir or DEFAULT_GPT2_DIR / args.size / "tf"
     mirrors = args.mirror or [BASE_URL, BACKUP_BASE_URL]
     # download_gpt2 takes a primary and a backup base: walk longer lists two at a time.
     # Files fetched from an earlier pair are pinned in the manifest and only re-hashed later.
     errors = []
-    remedy = (
-        f"pass --mirror URL of a reachable mirror (https://, http:// or file:// of a folder holding "
-        f"{args.size}/<file>), or copy the files {', '.join(FILENAMES)} of the {args.size} release "
-        f"into {target} yourself"
-    )
     # --quiet also silences the per-attempt retry notes; the final error still says everything.
     with open(os.devnull, "w") if args.quiet else contextlib.nullcontext(sys.stderr) as log:
         for i in range(0, len(mirrors), 2):
@@ -122,7 +117,7 @@ def run_download(args) -> int:
                         check_known_sizes=args.check_known_sizes,
                         retries=args.retries,
                         progress=not args.quiet,
-                        remedy=remedy,
+                        mirror_option="--mirror",
                     )
                 break
             except DownloadError as err:
