@@ -104,3 +104,31 @@ def tiny_study(tmp_path_factory):
     result = snakemake(workdir, "--cores", "2", "--configfile", str(config), timeout=1500)
     assert result.returncode == 0, result.stderr[-6000:]
     return workdir, config, result
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """``make(size_bytes)`` → a folder on its own tmpfs of that size: a disk that fills up for real.
+
+    Needs the right to mount (root in CI); skipped with the reason otherwise.
+    """
+    import subprocess
+
+    mounts = []
+
+    def make(size_bytes: int):
+        folder = tmp_path / f"disk{len(mounts)}"
+        folder.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs to fill up ({done.stderr.strip()})")
+        mounts.append(folder)
+        return folder
+
+    yield make
+    for folder in mounts:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from gptlab.checkpoint import (
+    DIGEST,
     CheckpointError,
-    atomic_write,
     capture_rng_state,
     load_checkpoint,
     load_into,
@@ -14,7 +14,9 @@ from gptlab.checkpoint import (
     save_book_checkpoint,
     save_checkpoint,
 )
+from gptlab.io import atomic_write
 from gptlab.model import GPTModel
+from tests.conftest import TINY_CONFIG as TINY
 
 
 @pytest.fixture
@@ -46,19 +48,49 @@ def test_truncated_checkpoint_is_refused(saved):
     path, *_ = saved
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+    with pytest.raises(CheckpointError, match="cannot be read .* truncated, damaged") as err:
         load_checkpoint(path)
-    path.with_name(path.name + ".sha256").unlink()  # without the digest, torch's reader still refuses it
-    with pytest.raises(CheckpointError, match="truncated, corrupt"):
-        load_checkpoint(path)
+    assert "delete" not in str(err.value) and f"mv {path} {path}.damaged" in str(err.value)
 
 
-def test_flipped_byte_is_refused(saved):
-    path, *_ = saved
+def test_flipped_byte_in_tensor_data_is_refused(saved):
+    """No sidecar anywhere: the digest inside the file catches a byte that torch would load silently."""
+    path, model, _ = saved
     data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
+    weights = model.state_dict()["trf_blocks.0.att.W_query.weight"].numpy().tobytes()
+    at = data.find(weights) + len(weights) // 2
+    assert at > len(weights) // 2  # the tensor's bytes are stored as they are
+    data[at] ^= 0x01
     path.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match="corrupt"):
+    assert list(path.parent.iterdir()) == [path]
+    torch.load(path, weights_only=True)  # torch's own reader does not notice
+    with pytest.raises(CheckpointError, match="is damaged: its content .* differs from the digest") as err:
+        load_checkpoint(path)
+    assert "delete" not in str(err.value)
+
+
+def test_digest_covers_values_beside_tensors(saved):
+    path, *_ = saved
+    raw = torch.load(path, weights_only=True)
+    raw["train_state"]["epoch"] = 7  # the digest stays the old one
+    torch.save(raw, path)
+    with pytest.raises(CheckpointError, match="is damaged"):
+        load_checkpoint(path)
+
+
+def test_version_1_checkpoints_with_a_sidecar_still_load_and_are_checked(saved):
+    import hashlib
+
+    path, *_ = saved
+    raw = torch.load(path, weights_only=True)
+    del raw[DIGEST]
+    raw["version"] = 1
+    torch.save(raw, path)
+    sidecar = path.with_name(path.name + ".sha256")
+    sidecar.write_text(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.name}\n")
+    assert load_checkpoint(path)["train_state"]["epoch"] == 1
+    sidecar.write_text("0" * 64 + f"  {path.name}\n")
+    with pytest.raises(CheckpointError, match="does not match its sha256 sidecar"):
         load_checkpoint(path)
 
 
@@ -89,7 +121,7 @@ def test_book_format_loads(tmp_path, tiny_config):
     opt = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
     save_book_checkpoint(tmp_path / "model_and_optimizer.pth", model, opt)
     ckpt = load_checkpoint(tmp_path / "model_and_optimizer.pth")
-    assert set(ckpt) == {"model_state_dict", "optimizer_state_dict"}
+    assert set(ckpt) == {"model_state_dict", "optimizer_state_dict", DIGEST}  # the book reads two keys
     with pytest.raises(CheckpointError, match="pass model_config"):
         model_from_checkpoint(tmp_path / "model_and_optimizer.pth")
     restored = model_from_checkpoint(tmp_path / "model_and_optimizer.pth", model_config=tiny_config)
@@ -128,3 +160,71 @@ def test_rng_state_round_trip():
     restore_rng_state(state)
     got = (torch.rand(3), random.random(), np.random.rand())
     assert torch.equal(expected[0], got[0]) and expected[1:] == got[1:]
+
+
+SAVER = """
+import sys, torch
+from gptlab.checkpoint import save_checkpoint
+from gptlab.model import GPTModel
+from tests.conftest import TINY_CONFIG
+models = []
+for seed in (0, 1):
+    torch.manual_seed(seed)
+    models.append(GPTModel(TINY_CONFIG))
+print("ready", flush=True)
+i = 0
+while True:
+    save_checkpoint(sys.argv[1], models[i % 2], None, {"epoch": i % 2})
+    i += 1
+"""
+
+
+def _start_saver(path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SAVER, str(path)], cwd=repo, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_a_kill_at_any_moment_of_a_save_leaves_a_checkpoint_that_loads(tmp_path):
+    """SIGKILL a process that saves in a loop, at many moments: the file is always one whole checkpoint."""
+    import random
+    import signal
+    import time
+
+    path = tmp_path / "ckpt.pt"
+    rng = random.Random(0)
+    epochs = set()
+    for _ in range(12):
+        proc = _start_saver(path)
+        time.sleep(0.3 + rng.random() * 0.4)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        epochs.add(load_checkpoint(path)["train_state"]["epoch"])  # never "damaged"
+    assert epochs <= {0, 1}
+    save_checkpoint(path, GPTModel(TINY), None, {"epoch": 5})  # the next save cleans up
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
+
+
+def test_a_reader_racing_a_writer_never_sees_a_damaged_checkpoint(tmp_path):
+    import time
+
+    path = tmp_path / "ckpt.pt"
+    proc = _start_saver(path)
+    try:
+        while not path.exists():
+            time.sleep(0.01)
+        loads, deadline = 0, time.monotonic() + 4
+        while time.monotonic() < deadline:
+            assert load_checkpoint(path)["train_state"]["epoch"] in (0, 1)
+            loads += 1
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert loads > 20

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import re
+import shutil
 import time
+from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -198,6 +202,71 @@ def test_changing_a_sampling_setting_reruns_only_what_depends_on_it(study):
     jobs = job_counts(dry.stdout + dry.stderr)
     assert set(jobs) == {"sweep", "combine_sweep", "plot_sweep", "render_report", "all"}, jobs
     assert jobs["sweep"] == len(MODELS) and jobs["render_report"] == 1
+
+
+def test_a_changed_local_corpus_reruns_everything_that_depends_on_it(study):
+    """``corpus.local_path`` is an input: a newer file reruns the download and all that follows."""
+    workdir, config, _ = study
+    corpus = Path(yaml.safe_load(config.read_text())["corpus"]["local_path"])
+    before = corpus.stat()
+    later = time.time() + 10
+    try:
+        os.utime(corpus, (later, later))
+        dry = snakemake(workdir, "-n", "--configfile", str(config), timeout=300)
+    finally:
+        os.utime(corpus, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    jobs = job_counts(dry.stdout + dry.stderr)
+    assert jobs["download_corpus"] == 1 and jobs["pretrain"] == 1 and jobs["resume"] == 1, jobs
+    assert jobs["evaluate_losses"] == len(MODELS) and jobs["sweep"] == len(MODELS), jobs
+    assert "download_gpt2" not in jobs and "convert_gpt2" not in jobs  # they do not read the text
+    # an edited text no longer has the configured sha256: refused before any job, naming the key
+    edited = workdir / "edited.txt"
+    edited.write_text(corpus.read_text() + "\nOne more line.\n")
+    changed = yaml.safe_load(config.read_text())
+    changed["corpus"]["local_path"] = str(edited)
+    (workdir / "edited.yaml").write_text(yaml.safe_dump(changed))
+    dry = snakemake(workdir, "-n", "--configfile", str(workdir / "edited.yaml"), timeout=300)
+    assert dry.returncode != 0 and "config error at corpus.sha256" in dry.stdout + dry.stderr
+    sha = hashlib.sha256(edited.read_bytes()).hexdigest()
+    assert f"set corpus.sha256 to {sha}" in dry.stdout + dry.stderr
+
+
+def test_jobs_run_again_with_one_thread_give_byte_identical_tables(study, tmp_path):
+    """Determinism of the published numbers: rerun the model jobs on a copy, with 1 thread instead of 2."""
+    workdir, config, _ = study
+    again = tmp_path / "again"
+    shutil.copytree(workdir, again, symlinks=True, ignore=shutil.ignore_patterns("locks", "incomplete"))
+    targets = [
+        "results/ex5_5/models/trained.csv",
+        "results/ex5_5/models/gpt2-124M.csv",
+        "results/ex5_1/models/trained.csv",
+        "results/ex5_2/models/trained/generations.csv",
+        "results/ex5_2/models/trained/cells.csv",
+        "results/ex5_3/determinism.csv",
+    ]
+    rules = ["evaluate_losses", "pizza_next_token", "sweep", "determinism"]
+    config_copy = again / config.relative_to(workdir)
+    run = snakemake(
+        again,
+        "--cores",
+        "1",
+        "--configfile",
+        str(config_copy),
+        "--forcerun",
+        *rules,
+        "--",
+        *targets,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert set(job_counts(run.stdout + run.stderr)) == {*rules}, run.stdout[-2000:]
+    for target in targets:
+        assert (again / target).read_bytes() == (workdir / target).read_bytes(), target
+        meta = json.loads((again / target).with_suffix(".meta.json").read_text())
+        assert meta["machine"]["torch_threads"] == 1, target
+    first = json.loads((workdir / targets[0]).with_suffix(".meta.json").read_text())["machine"]
+    assert first["torch_threads"] == 2 and first["cpu"] and first["torch_cpu_capability"]
 
 
 def test_offline_run_fails_at_the_downloads_and_finishes_the_rest(tmp_path):

@@ -1,5 +1,6 @@
 """Checkpoint and exact resume: a resumed run equals an uninterrupted one, bit for bit."""
 
+import hashlib
 import json
 import os
 import signal
@@ -12,7 +13,8 @@ import pytest
 import torch
 
 from gptlab.checkpoint import load_checkpoint
-from gptlab.pretrain import intermediate_checkpoint, pretrain
+from gptlab.pretrain import intermediate_checkpoint, pretrain, settings_key
+from gptlab.tokenizer import TOKENIZER_ID
 
 RUNNER = Path(__file__).with_name("pretrain_runner.py")
 
@@ -145,13 +147,92 @@ def test_exact_resume_refuses_book_format(tmp_path, text_file, tiny_config, unin
     assert proc.returncode != 0 and "resume_mode='book'" in stderr
 
 
-def test_fast_and_exact_runs_never_share_intermediate_checkpoints(tiny_config):
-    train = dict(seed=123, learning_rate=4e-4, num_epochs=3)
-    exact = intermediate_checkpoint("w", tiny_config, {**train, "fast": False}, None, "exact")
-    quick = intermediate_checkpoint("w", tiny_config, {**train, "fast": True}, None, "exact")
-    assert exact != quick
-    # exact mode keeps the name it had before the switch existed, so older runs still resume
-    assert exact == intermediate_checkpoint("w", tiny_config, train, None, "exact")
+def test_intermediate_checkpoints_are_keyed_by_everything_that_determines_the_result(tmp_path, tiny_config):
+    train = dict(seed=123, learning_rate=4e-4, num_epochs=3, fast=False, corpus_sha256="a" * 64)
+    base = settings_key("text", tiny_config, train, None, "exact", "cpu")
+    path = intermediate_checkpoint("w", base)
+    ckpt = tmp_path / "c.pt"
+    ckpt.write_bytes(b"one")
+    other_ckpt = tmp_path / "d.pt"
+    other_ckpt.write_bytes(b"two")
+    variants = [
+        settings_key("text", tiny_config, {**train, "fast": True}, None, "exact", "cpu"),
+        settings_key("text", tiny_config, {**train, "corpus_sha256": "b" * 64}, None, "exact", "cpu"),
+        settings_key("text", tiny_config, {**train, "learning_rate": 1e-3}, None, "exact", "cpu"),
+        settings_key("text", {**tiny_config, "drop_rate": 0.0}, train, None, "exact", "cpu"),
+        settings_key("text", tiny_config, train, ckpt, "exact", "cpu"),
+        settings_key("text", tiny_config, train, other_ckpt, "exact", "cpu"),
+        settings_key("text", tiny_config, train, ckpt, "book", "cpu"),
+        settings_key("text", tiny_config, train, None, "exact", "meta"),
+    ]
+    names = {intermediate_checkpoint("w", key) for key in variants}
+    assert path not in names and len(names) == len(variants)
+    # the number of epochs is not part of the key: a longer run continues a shorter one
+    assert path == intermediate_checkpoint(
+        "w", settings_key("t", tiny_config, {**train, "num_epochs": 9}, None, "exact", "cpu")
+    )
+    assert base["versions"]["torch"] == torch.__version__ and base["versions"]["results"] >= 1
+
+
+def _pretrain(text, tiny, work, **kw):
+    common = dict(model_config=tiny, num_epochs=2, eval_freq=3, eval_iter=2, progress=False, work_dir=work)
+    return pretrain(text, **{**common, **kw})
+
+
+def test_a_changed_text_never_continues_the_old_texts_checkpoint(tmp_path, small_text, tiny_config, capfd):
+    """The stale-checkpoint bug: same work dir, same settings, another corpus."""
+    work = tmp_path / "work"
+    _pretrain(small_text, tiny_config, work)
+    other_text = small_text.replace("painter", "sculptor")
+    capfd.readouterr()
+    _, _, state, config = _pretrain(other_text, tiny_config, work)
+    assert "continuing from intermediate checkpoint" not in capfd.readouterr().err
+    _, _, fresh, _ = _pretrain(other_text, tiny_config, None)
+    assert state.train_losses == fresh.train_losses and state.samples == fresh.samples
+    assert config["corpus_sha256"] == hashlib.sha256(other_text.encode()).hexdigest()
+    assert config["tokenizer"] == TOKENIZER_ID
+    keys = [load_checkpoint(p)["settings_key"] for p in work.glob("latest-*.pt")]
+    assert sorted(k["train"]["corpus_sha256"] for k in keys) == sorted(
+        hashlib.sha256(t.encode()).hexdigest() for t in (small_text, other_text)
+    )
+
+
+def test_fewer_epochs_than_the_intermediate_checkpoint_holds_trains_from_the_start(
+    tmp_path, small_text, tiny_config, capfd
+):
+    work = tmp_path / "work"
+    _pretrain(small_text, tiny_config, work, num_epochs=3)
+    capfd.readouterr()
+    _, _, state, config = _pretrain(small_text, tiny_config, work, num_epochs=2)
+    assert "holds 3 epochs, more than the 2 asked for" in capfd.readouterr().err
+    assert state.epoch == config["num_epochs"] == 2
+    _, _, fresh, _ = _pretrain(small_text, tiny_config, None, num_epochs=2)
+    assert state.train_losses == fresh.train_losses
+    # and a longer run continues the shorter one's checkpoint, as before
+    _, _, longer, _ = _pretrain(small_text, tiny_config, work, num_epochs=3)
+    assert "continuing from intermediate checkpoint" in capfd.readouterr().err and longer.epoch == 3
+
+
+def test_exact_resume_refuses_a_checkpoint_of_another_text_or_settings(tmp_path, small_text, tiny_config):
+    from gptlab.checkpoint import CheckpointError, save_checkpoint
+
+    model, optimizer, state, config = _pretrain(small_text, tiny_config, None, num_epochs=1)
+    first = save_checkpoint(tmp_path / "first.pt", model, optimizer, state.to_dict(), config)
+    with pytest.raises(CheckpointError, match="corpus_sha256: checkpoint '[0-9a-f]+' vs now"):
+        _pretrain(small_text + " More.", tiny_config, None, resume_from=first)
+    with pytest.raises(CheckpointError, match="learning_rate: checkpoint 0.0004 vs now 0.001"):
+        _pretrain(small_text, tiny_config, None, resume_from=first, learning_rate=1e-3)
+    # the book's way continues from the weights whatever the text
+    _pretrain(small_text + " More.", tiny_config, None, num_epochs=1, resume_from=first, resume_mode="book")
+
+
+def test_non_finite_settings_and_losses_stop_training_with_a_clear_error(small_text, tiny_config):
+    from gptlab.training import NonFiniteLossError
+
+    with pytest.raises(ValueError, match="learning_rate=inf must be a finite number"):
+        _pretrain(small_text, tiny_config, None, learning_rate=float("inf"))
+    with pytest.raises(NonFiniteLossError, match="training loss is nan at epoch 1, step 1:"):
+        _pretrain(small_text, tiny_config, None, learning_rate=1e30)
 
 
 def test_exact_resume_refuses_the_other_mode(

@@ -93,6 +93,17 @@ def test_every_env_file_parses_and_lists_what_its_rules_import():
         ("sampling", {"pizza": {"temperatures": [-1]}}, "pizza"),
         ("model", {"context_length": 2048}, "context_length"),
         ("resources", {"gpu": -1}, "gpu"),
+        (
+            "training",
+            {"learning_rate": float("inf")},
+            "config error at training.learning_rate: must be a finite",
+        ),
+        (
+            "training",
+            {"weight_decay": float("nan")},
+            "config error at training.weight_decay: must be a finite",
+        ),
+        ("sampling", {"sweep": {"temperatures": [1.0, float("nan")]}}, "sampling.sweep.temperatures[1]"),
     ],
 )
 def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, section, values, message):
@@ -127,3 +138,21 @@ def test_default_config_is_valid_and_plans_the_whole_study(tmp_path):
 
 def test_snakemake_is_installed_in_the_venv():
     assert Path(SNAKEMAKE).is_file()
+
+
+def test_a_local_corpus_with_another_sha256_is_refused_before_any_job(tmp_path):
+    """Not a transient error to retry at job time: the dry run names corpus.sha256 and the file's hash."""
+    import hashlib
+
+    workdir = copy_workflow(tmp_path / "wf")
+    text = tmp_path / "my-text.txt"
+    text.write_text("Not The Verdict.\n")
+    config = write_config(workdir / "bad.yaml", corpus={"local_path": str(text)})
+    result = snakemake(workdir, "-n", "--configfile", str(config), timeout=300)
+    assert result.returncode != 0
+    sha = hashlib.sha256(text.read_bytes()).hexdigest()
+    output = result.stdout + result.stderr
+    assert "config error at corpus.sha256" in output and f"set corpus.sha256 to {sha}" in output
+    assert not (workdir / "results").exists()
+    config = write_config(workdir / "ok.yaml", corpus={"local_path": str(text), "sha256": sha})
+    assert snakemake(workdir, "-n", "--configfile", str(config), timeout=300).returncode == 0

@@ -61,7 +61,9 @@ def prepare_tiny_study(
     copy_workflow(workdir)
     verdict = REPO.parent / "shared" / "data" / "the-verdict.txt"
     if corpus_text is None and verdict.is_file():
-        corpus = {"local_path": str(verdict)}
+        # A copy in the scratch folder: tests may touch it without touching the shared file.
+        shutil.copy2(verdict, workdir / "the-verdict.txt")
+        corpus = {"local_path": str(workdir / "the-verdict.txt")}
     else:
         from tests.conftest import make_text
 

@@ -1,8 +1,10 @@
 """Writing tidy artifacts: CSV/JSON written atomically, with a metadata sidecar.
 
 Every table the study writes gets ``<name>.meta.json`` beside it: the settings
-that produced it, the seed, the models, and the library versions, so a report
-(or a reader years later) knows exactly where each number came from.
+that produced it, the seed, the models, the library versions and the machine
+(CPU model and the instruction set torch uses, threads, math libraries), so a
+report (or a reader years later) knows exactly where each number came from,
+and which results may be compared bit for bit.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .checkpoint import atomic_write
+from .device import describe_machine
+from .io import atomic_write, write_json
 
 _PACKAGES = ("gptlab", "torch", "tiktoken", "numpy", "pandas")
 
@@ -29,12 +32,6 @@ def library_versions() -> dict:
     return versions
 
 
-def write_json(obj, path) -> Path:
-    path = Path(path)
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
-    return path
-
-
 def sidecar_path(path) -> Path:
     path = Path(path)
     return path.with_name(path.stem + ".meta.json")
@@ -45,7 +42,13 @@ def write_table(df: pd.DataFrame, path, metadata: dict | None = None) -> Path:
     path = Path(path)
     atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
     write_json(
-        {"columns": list(df.columns), "rows": len(df), **(metadata or {}), "versions": library_versions()},
+        {
+            "columns": list(df.columns),
+            "rows": len(df),
+            **(metadata or {}),
+            "versions": library_versions(),
+            "machine": describe_machine(),
+        },
         sidecar_path(path),
     )
     return path

@@ -4,7 +4,13 @@
 
 Runs the book's settings on the CPU (about 12 minutes on 2 cores), prints the
 book's progress lines, then a pass/fail table against the values the book
-prints. Exit status 0 only when every number matches.
+prints: every loss line to its three printed decimals, the samples word for
+word, and the two initial losses (printed with 16 digits, but float32 means)
+at float32 precision. Exit status 0 only when every number matches.
+
+Full-precision floats differ between CPUs, because their matrix kernels round
+differently; bit-for-bit comparisons are made between runs on one machine
+(``tests/test_conformance.py``: gptlab against the book's own package).
 """
 
 from __future__ import annotations
@@ -38,6 +44,10 @@ BOOK_SETTINGS = dict(
 
 # Printed in the book (section 5.1 and listing 5.3's output).
 BOOK_INITIAL_LOSSES = (10.98758347829183, 10.98110580444336)
+# The initial losses are printed with all the digits of a double, but each is a mean of float32
+# batch losses, whose last bits depend on the CPU's matrix kernels (AVX2, AVX-512, AMX round
+# differently). They are compared at float32 precision: about two units in the last place at ~11.
+INITIAL_LOSS_TOLERANCE = 2e-6
 BOOK_LOSS_LINES = """\
 Ep 1 (Step 000000): Train loss 9.781, Val loss 9.933
 Ep 1 (Step 000005): Train loss 8.111, Val loss 8.339
@@ -95,26 +105,35 @@ class _Tee(io.TextIOBase):
 
 
 def compare(initial: tuple[float, float], printed: str, samples: list[str], num_epochs: int) -> list[tuple]:
-    """Rows of (what, expected, got, ok) for everything the book prints up to ``num_epochs``."""
+    """Rows of (what, expected, got, ok) for everything the book prints up to ``num_epochs``.
+
+    Loss lines and samples are compared as printed (three decimals, the text);
+    the initial losses at float32 precision (:data:`INITIAL_LOSS_TOLERANCE`).
+    """
     rows = [
-        ("initial train loss", BOOK_INITIAL_LOSSES[0], initial[0]),
-        ("initial val loss", BOOK_INITIAL_LOSSES[1], initial[1]),
+        (f"initial {split} loss", exp, got, abs(exp - got) <= INITIAL_LOSS_TOLERANCE)
+        for split, exp, got in zip(("train", "val"), BOOK_INITIAL_LOSSES, initial, strict=True)
     ]
     got_lines = [ln for ln in printed.splitlines() if ln.startswith("Ep ")]
     expected = [ln for ln in BOOK_LOSS_LINES if int(ln.split()[1]) <= num_epochs]
+    as_printed = []
     for i, exp in enumerate(expected):
-        rows.append(
-            (
-                exp.split(":")[0],
-                exp.split(": ", 1)[1],
-                got_lines[i].split(": ", 1)[1] if i < len(got_lines) else "(missing)",
-            )
-        )
+        got = got_lines[i].split(": ", 1)[1] if i < len(got_lines) else "(missing)"
+        as_printed.append((exp.split(":")[0], exp.split(": ", 1)[1], got))
     for epoch, text in BOOK_EPOCH_SAMPLES.items():
         if epoch <= num_epochs:
             got = samples[epoch - 1].rstrip() if epoch <= len(samples) else "(missing)"
-            rows.append((f"sample after epoch {epoch}", text, got))
-    return [(what, exp, got, exp == got) for what, exp, got in rows]
+            as_printed.append((f"sample after epoch {epoch}", text, got))
+    return rows + [(what, exp, got, exp == got) for what, exp, got in as_printed]
+
+
+def _verdict(what, exp, got, ok) -> str:
+    line = f"  [{'PASS' if ok else 'FAIL'}] {what}: expected {exp!r}"
+    if not ok:
+        return line + f", got {got!r}"
+    if isinstance(exp, float) and exp != got:
+        return line + f" (got {got!r}: equal at float32 precision; the last digits depend on the CPU)"
+    return line
 
 
 def main(argv=None) -> int:
@@ -136,8 +155,8 @@ def main(argv=None) -> int:
 
     rows = compare(initial, buffer.getvalue(), state.samples, args.epochs)
     print("\nComparison with the book:")
-    for what, exp, got, ok in rows:
-        print(f"  [{'PASS' if ok else 'FAIL'}] {what}: expected {exp!r}" + ("" if ok else f", got {got!r}"))
+    for row in rows:
+        print(_verdict(*row))
     failed = sum(not ok for *_, ok in rows)
     print(f"{len(rows) - failed} passed, {failed} failed")
     return 1 if failed else 0

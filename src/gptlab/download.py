@@ -14,6 +14,10 @@ What one call guarantees:
   calls: the ``.part`` file stays), with retries and exponential back-off;
 * verification: the size (``expected_size`` and the server's length), the
   server's ``Content-MD5`` when it sends one, and ``expected_sha256`` if given;
+  a complete file with another sha256 is a different file, not a transfer
+  error: that URL is not retried;
+* a full disk stops at once with :class:`gptlab.io.NoSpaceError` naming the
+  path; the bytes received so far stay in ``<dest>.part``;
 * mirrors: ``urls`` are tried in order; ``file://`` URLs work for offline copies;
 * failure raises :class:`DownloadError` naming every URL tried, why each
   failed, and what to do.
@@ -35,7 +39,10 @@ import requests
 import urllib3
 from tqdm import tqdm
 
-CHUNK = 1 << 20
+from .io import CHUNK, file_digests, no_space_error, sha256_file
+
+__all__ = ["VERDICT_SHA256", "VERDICT_URL", "Download", "DownloadError", "download_file", "download_verdict"]
+__all__ += ["file_digests", "sha256_file"]
 VERDICT_URL = (
     "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch02/01_main-chapter-code/the-verdict.txt"
 )
@@ -54,6 +61,10 @@ class _Corrupt(Exception):
     """The transfer completed but the bytes are wrong: start over from byte 0."""
 
 
+class _OtherFile(_Permanent):
+    """The source holds a complete file with another sha256: retrying cannot help."""
+
+
 @dataclass(frozen=True)
 class Download:
     """A verified file. Usable wherever a path is (``open(result)`` works)."""
@@ -65,20 +76,6 @@ class Download:
 
     def __fspath__(self) -> str:
         return str(self.path)
-
-
-def file_digests(path, algorithms=("sha256",)) -> dict[str, str]:
-    """Hex digests of ``path``, read once in 1 MiB chunks."""
-    hashes = {name: hashlib.new(name) for name in algorithms}
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            for h in hashes.values():
-                h.update(chunk)
-    return {name: h.hexdigest() for name, h in hashes.items()}
-
-
-def sha256_file(path) -> str:
-    return file_digests(path)["sha256"]
 
 
 def _log(msg: str) -> None:
@@ -96,7 +93,7 @@ def _verify(path: Path, *, expected_size, expected_sha256, md5_b64=None) -> str:
         if got != md5_b64:
             raise _Corrupt(f"MD5 {got} differs from the server's Content-MD5 {md5_b64}")
     if expected_sha256 is not None and digests["sha256"] != expected_sha256.lower():
-        raise _Corrupt(f"sha256 {digests['sha256']}, expected {expected_sha256}")
+        raise _OtherFile(f"sha256 {digests['sha256']}, expected {expected_sha256}")
     return digests["sha256"]
 
 
@@ -229,7 +226,7 @@ def download_file(
         try:
             sha = _verify(dest, expected_size=expected_size, expected_sha256=expected_sha256)
             return Download(dest, dest.stat().st_size, sha, None)
-        except _Corrupt as err:
+        except (_Corrupt, _OtherFile) as err:
             # Move it aside so that a failed download cannot leave it looking valid.
             bad = dest.with_name(dest.name + ".bad")
             os.replace(dest, bad)
@@ -261,6 +258,8 @@ def download_file(
                     os.replace(part, dest)
                     return Download(dest, total, sha, url)
                 except _Permanent as err:
+                    if isinstance(err, _OtherFile):
+                        part.unlink(missing_ok=True)
                     error = err
                     break
                 except _Corrupt as err:
@@ -268,6 +267,9 @@ def download_file(
                     error = err
                     _log(f"{url}: {err}; attempt {attempt + 1}/{retries + 1}")
                 except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as err:
+                    full = no_space_error(err, part)
+                    if full is not None:  # not transient, and no mirror has more room: keep the .part
+                        raise full from err
                     error = err
                     _log(f"{url}: {err}; attempt {attempt + 1}/{retries + 1}")
             failures.append(f"  {url}: {error}")

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .checkpoint import atomic_write  # noqa: E402
+from .io import atomic_write  # noqa: E402
 
 
 def save_figure(fig, paths) -> list[Path]:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -26,9 +28,14 @@ import torch
 from .checkpoint import CheckpointError, load_checkpoint, load_into, restore_rng_state, save_checkpoint
 from .data import create_book_loaders
 from .fast import fast_training, make_evaluator
+from .io import sha256_file
 from .model import GPTModel
-from .tokenizer import get_tokenizer
+from .tokenizer import TOKENIZER_ID, get_tokenizer
 from .training import TrainState, stop_on_signals, train_model
+
+# Part of every intermediate checkpoint's key: raise it with any change to gptlab that
+# changes training results, so that no run continues from a checkpoint of older code.
+RESULTS_VERSION = 1
 
 
 def _log(msg: str) -> None:
@@ -67,8 +74,11 @@ def pretrain(
     model and optimizer only, loaders rebuilt and re-seeded, counters from zero,
     ``num_epochs`` more epochs.
     ``work_dir`` holds intermediate checkpoints, one per set of settings
-    (``latest-<digest>.pt``); if one exists for these settings, training
-    continues from it (also towards a larger ``num_epochs``).
+    (``latest-<digest>.pt``, keyed by :func:`settings_key`: the text's hash,
+    the tokenizer, every model and training setting, the mode, the device
+    type and the versions that change results); if one exists for exactly
+    these settings, training continues from it, also towards a larger
+    ``num_epochs``. One that holds more epochs than ``num_epochs`` is not used.
     ``fast`` selects fast mode (see the module docstring); it is recorded in
     ``train_config`` and an exact resume refuses a checkpoint of the other mode.
     """
@@ -79,6 +89,11 @@ def pretrain(
     for name, value in (("eval_freq", eval_freq), ("eval_iter", eval_iter), ("batch_size", batch_size)):
         if value < 1:
             raise ValueError(f"{name}={value} must be >= 1")
+    for name, value in (("learning_rate", learning_rate), ("weight_decay", weight_decay)):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name}={value} must be a finite number >= 0")
+    if not 0 < train_ratio < 1:
+        raise ValueError(f"train_ratio={train_ratio} must be strictly between 0 and 1")
     max_length = max_length or model_config["context_length"]
     stride = stride or max_length
     if max_length > model_config["context_length"]:
@@ -100,6 +115,8 @@ def pretrain(
         eval_iter=eval_iter,
         start_context=start_context,
         fast=bool(fast),
+        corpus_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        tokenizer=TOKENIZER_ID,
     )
 
     train_loader, val_loader = create_book_loaders(
@@ -116,46 +133,25 @@ def pretrain(
         optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
     state = TrainState()
 
-    latest = intermediate_checkpoint(work_dir, model_config, train_config, resume_from, resume_mode)
-    if latest is not None and latest.exists():
-        try:
-            ckpt = load_checkpoint(latest, map_location=device, model_config=model_config)
-        except CheckpointError as exc:
-            raise CheckpointError(f"{exc}\n(intermediate checkpoint; delete {latest} to start over)") from exc
+    key = settings_key(text, model_config, train_config, resume_from, resume_mode, device)
+    latest = intermediate_checkpoint(work_dir, key)
+    ckpt = _usable_intermediate(latest, key, num_epochs, model_config, device)
+    if ckpt is not None:
         _log(f"continuing from intermediate checkpoint {latest} (epoch {ckpt['train_state']['epoch']})")
         _restore_exact(ckpt, model, optimizer)
         state = TrainState.from_dict(ckpt["train_state"])
-    elif resume_from is not None:
+    elif resume_from is not None and resume_mode == "exact":
+        state = _resume_exact(resume_from, model, optimizer, train_config, model_config, num_epochs, device)
+    elif resume_from is not None:  # the book's way: re-seed and rebuild the loaders, count from zero
         ckpt = load_checkpoint(resume_from, map_location=device, model_config=model_config)
-        if resume_mode == "exact":
-            if "rng_state" not in ckpt:
-                raise CheckpointError(
-                    f"{resume_from} holds only model and optimizer (the book's format): "
-                    "use resume_mode='book' to continue from it"
-                )
-            made_fast = bool(ckpt.get("train_config", {}).get("fast", False))
-            if made_fast != bool(fast):
-                raise CheckpointError(
-                    f"{resume_from} was trained in {_mode(made_fast)} mode; an exact resume in "
-                    f"{_mode(fast)} mode would not continue that run. Resume with fast={made_fast}, "
-                    "or use resume_mode='book' to continue from its weights in either mode"
-                )
-            _restore_exact(ckpt, model, optimizer)
-            state = TrainState.from_dict(ckpt["train_state"])
-            if state.epoch >= num_epochs:
-                raise ValueError(
-                    f"{resume_from} has already completed {state.epoch} epochs; "
-                    f"num_epochs={num_epochs} must be larger to train further"
-                )
-        else:  # the book's way: re-seed and rebuild the loaders, count from zero
-            load_into_keeping_implementation(ckpt, model, optimizer)
-            train_loader, val_loader = create_book_loaders(
-                text, train_ratio, batch_size, max_length, stride, seed=seed, tokenizer=tokenizer
-            )
+        load_into_keeping_implementation(ckpt, model, optimizer)
+        train_loader, val_loader = create_book_loaders(
+            text, train_ratio, batch_size, max_length, stride, seed=seed, tokenizer=tokenizer
+        )
 
     def save(st: TrainState) -> None:
         if latest is not None:
-            save_checkpoint(latest, model, optimizer, st.to_dict(), train_config)
+            save_checkpoint(latest, model, optimizer, st.to_dict(), train_config, settings_key=key)
 
     with stop_on_signals() as should_stop:
         state = train_model(
@@ -179,21 +175,97 @@ def pretrain(
     return model, optimizer, state, train_config
 
 
-def intermediate_checkpoint(work_dir, model_config, train_config, resume_from, resume_mode) -> Path | None:
-    """Path of the intermediate checkpoint for these settings (any ``num_epochs``)."""
+def settings_key(text, model_config, train_config, resume_from, resume_mode, device) -> dict:
+    """Everything that determines a run's result, apart from how many epochs it has done.
+
+    Intermediate checkpoints are named by its digest and store it: one is
+    continued only when every entry is the same (the text by its SHA-256, the
+    checkpoint resumed from by its file's SHA-256).
+    """
+    return {
+        "model": dict(model_config),
+        "train": {k: v for k, v in train_config.items() if k != "num_epochs"},
+        "resume_from": sha256_file(resume_from) if resume_from is not None else None,
+        "resume_mode": resume_mode if resume_from is not None else None,
+        "device": torch.device(device).type,
+        "versions": {
+            "results": RESULTS_VERSION,
+            "torch": str(torch.__version__),
+            "tiktoken": _tiktoken_version(),
+        },
+    }
+
+
+def intermediate_checkpoint(work_dir, key: dict) -> Path | None:
+    """Path of the intermediate checkpoint for the settings ``key`` (any ``num_epochs``)."""
     if work_dir is None:
         return None
-    train = {k: v for k, v in train_config.items() if k != "num_epochs"}
-    if not train.get("fast"):  # exact mode keeps the digests it had before fast mode existed
-        train.pop("fast", None)
-    key = {
-        "model": model_config,
-        "train": train,
-        "resume_from": str(resume_from) if resume_from else None,
-        "resume_mode": resume_mode,
-    }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return Path(work_dir) / f"latest-{digest}.pt"
+
+
+def _usable_intermediate(latest: Path | None, key: dict, num_epochs: int, model_config, device):
+    """The intermediate checkpoint to continue from, or None to start from the beginning."""
+    if latest is None or not latest.exists():
+        return None
+    try:
+        ckpt = load_checkpoint(latest, map_location=device, model_config=model_config)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}\n(it is the intermediate checkpoint of this run)") from exc
+    if ckpt.get("settings_key") != key:
+        _log(f"{latest} was written for other settings; training from the start")
+        return None
+    done = ckpt["train_state"]["epoch"]
+    if done > num_epochs or (done == num_epochs and ckpt["train_state"]["batch_in_epoch"]):
+        _log(f"{latest} holds {done} epochs, more than the {num_epochs} asked for; training from the start")
+        return None
+    return ckpt
+
+
+def _resume_exact(
+    resume_from, model, optimizer, train_config, model_config, num_epochs, device
+) -> TrainState:
+    """Restore everything from ``resume_from``, refusing a run that this one would not continue."""
+    ckpt = load_checkpoint(resume_from, map_location=device, model_config=model_config)
+    if "rng_state" not in ckpt:
+        raise CheckpointError(
+            f"{resume_from} holds only model and optimizer (the book's format): "
+            "use resume_mode='book' to continue from it"
+        )
+    made = ckpt.get("train_config", {})
+    made_fast = bool(made.get("fast", False))
+    if made_fast != bool(train_config["fast"]):
+        raise CheckpointError(
+            f"{resume_from} was trained in {_mode(made_fast)} mode; an exact resume in "
+            f"{_mode(train_config['fast'])} mode would not continue that run. Resume with fast={made_fast}, "
+            "or use resume_mode='book' to continue from its weights in either mode"
+        )
+    differ = {
+        k: (made[k], v)
+        for k, v in train_config.items()
+        if k not in ("num_epochs", "fast") and k in made and made[k] != v
+    }
+    if differ:
+        detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differ.items())
+        raise CheckpointError(
+            f"{resume_from} was trained with other settings ({detail}); an exact resume would not "
+            "continue that run. Use the same settings, or resume_mode='book' to continue from its weights"
+        )
+    _restore_exact(ckpt, model, optimizer)
+    state = TrainState.from_dict(ckpt["train_state"])
+    if state.epoch >= num_epochs:
+        raise ValueError(
+            f"{resume_from} has already completed {state.epoch} epochs; "
+            f"num_epochs={num_epochs} must be larger to train further"
+        )
+    return state
+
+
+def _tiktoken_version() -> str | None:
+    try:
+        return metadata.version("tiktoken")
+    except metadata.PackageNotFoundError:  # pragma: no cover - tiktoken is a dependency
+        return None
 
 
 def _mode(fast) -> str:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from .data import create_book_loaders
+from .io import atomic_open
 from .losses import calc_loss_loader
 
 COLUMNS = ("model", "split", "loss", "perplexity", "n_batches", "n_tokens")
@@ -139,19 +139,19 @@ def wide_losses(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def write_losses_csv(frame: pd.DataFrame, path) -> Path:
-    """Write ``frame`` as CSV atomically (temporary file, then rename); return the path."""
+def write_losses_csv(frame: pd.DataFrame, path, metadata: dict | None = None) -> Path:
+    """Write ``frame`` as CSV atomically; return the path.
+
+    With ``metadata``, a ``.meta.json`` sidecar records it with the library
+    versions and the machine (``gptlab.artifacts.write_table``).
+    """
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"the frame lacks columns {missing}; pass the result of evaluate_losses")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            frame.to_csv(f, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    if metadata is not None:
+        from .artifacts import write_table
+
+        return write_table(frame, path, metadata)
+    with atomic_open(path, "w", newline="") as f:
+        frame.to_csv(f, index=False)
+    return Path(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .checkpoint import atomic_write
+from .io import atomic_write
 
 
 class ReportError(RuntimeError):

@@ -16,7 +16,7 @@ import torch
 from .artifacts import write_json, write_table
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import read_text
-from .device import select_device, set_threads
+from .device import describe_machine, select_device, set_threads
 from .pretrain import pretrain
 from .training import TrainState
 
@@ -145,8 +145,12 @@ def run_resume(
 def _write_run(
     model, optimizer, state, train_config, checkpoint, history, samples, run_name, resumed_after=None
 ):
-    save_checkpoint(checkpoint, model, optimizer, state.to_dict(), train_config)
+    device = next(model.parameters()).device
+    save_checkpoint(
+        checkpoint, model, optimizer, state.to_dict(), train_config, machine=describe_machine(device)
+    )
     meta = {"run": run_name, "resumed_after_epoch": resumed_after, "model_config": dict(model.cfg)}
+    meta["device"] = str(device)
     meta["train_config"] = train_config
     write_table(history_frame(state, run_name, resumed_after), history, meta)
     write_table(samples_frame(state, run_name, resumed_after), samples, meta)
@@ -175,5 +179,15 @@ def verify_resume(resumed_checkpoint, uninterrupted_checkpoint, out_json) -> dic
         "final_val_loss": {"resumed": sa["val_losses"][-1], "uninterrupted": sb["val_losses"][-1]},
     }
     result["identical"] = all(result["history_identical"].values()) and not differing
+    result["machines"] = {"resumed": a.get("machine"), "uninterrupted": b.get("machine")}
+    result["same_machine"] = _same_machine(a.get("machine"), b.get("machine"))
     write_json(result, out_json)
     return result
+
+
+def _same_machine(a: dict | None, b: dict | None) -> bool | None:
+    """Whether two runs used the same kind of machine (what decides the last bits), None if unknown."""
+    if not a or not b:
+        return None
+    keys = ("cpu", "isa_flags", "torch_cpu_capability", "torch_threads", "torch", "math_libraries", "device")
+    return all(a.get(k) == b.get(k) for k in keys)

@@ -22,6 +22,8 @@ from tiktoken_ext.openai_public import r50k_pat_str
 VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
 ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
 ENDOFTEXT = "<|endoftext|>"
+# Names the vocabulary in run settings and checkpoints (get_tokenizer accepts these files only).
+TOKENIZER_ID = f"gpt2-bpe vocab.bpe:{VOCAB_BPE_SHA256[:16]} encoder.json:{ENCODER_JSON_SHA256[:16]}"
 
 
 def _verified_bytes(path: Path, sha256: str) -> bytes:

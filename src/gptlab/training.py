@@ -54,6 +54,10 @@ class TrainingInterrupted(RuntimeError):
     """Training stopped on request after saving its state."""
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite: the run diverged and stops before the update."""
+
+
 def generate_and_print_sample(model, tokenizer, device, start_context, max_new_tokens=50):
     model.eval()
     context_size = model.pos_emb.weight.shape[0]
@@ -139,6 +143,12 @@ def train_model(
                 optimizer.zero_grad()
                 with autocast():
                     loss = calc_loss_batch(input_batch, target_batch, model, device)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"the training loss is {loss.item()} at epoch {state.epoch + 1}, step "
+                        f"{state.global_step + 1}: training diverged. Lower the learning rate (or check "
+                        "the data and settings); checkpoints written so far are kept"
+                    )
                 loss.backward()
                 optimizer.step()
                 state.tokens_seen += input_batch.numel()

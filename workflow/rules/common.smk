@@ -1,4 +1,6 @@
 # Config validation and target helpers shared by every rule file.
+import hashlib
+import math
 import os
 from pathlib import Path
 
@@ -22,7 +24,26 @@ def config_error(key, message):
     raise ValueError(f"config error at {key}: {message}")
 
 
+def non_finite_numbers(value, key=""):
+    """Keys holding NaN or an infinity (YAML's .nan/.inf), which JSON Schema lets through."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [key]
+    if isinstance(value, dict):
+        return [
+            k
+            for name, v in value.items()
+            for k in non_finite_numbers(v, f"{key}.{name}".lstrip("."))
+        ]
+    if isinstance(value, list):
+        return [
+            k for i, v in enumerate(value) for k in non_finite_numbers(v, f"{key}[{i}]")
+        ]
+    return []
+
+
 # Checks JSON Schema cannot express; they run before any job starts.
+for key in non_finite_numbers(config)[:1]:
+    config_error(key, "must be a finite number (not .nan or .inf)")
 if config["data"]["max_length"] > config["model"]["context_length"]:
     config_error(
         "data.max_length",
@@ -42,6 +63,19 @@ if (
         "corpus.local_path",
         f"{config['corpus']['local_path']} is not a file; fix the path or set it to null to download",
     )
+if config["corpus"]["local_path"] and config["corpus"]["sha256"]:
+    # A local text is hashed now: a mismatch is a setting to fix, not a job to retry.
+    local_sha256 = hashlib.sha256(
+        Path(config["corpus"]["local_path"]).read_bytes()
+    ).hexdigest()
+    if local_sha256 != config["corpus"]["sha256"].lower():
+        config_error(
+            "corpus.sha256",
+            f"{config['corpus']['local_path']} (corpus.local_path) has sha256 {local_sha256}, "
+            f"not {config['corpus']['sha256']}. If it is the text you mean to study, set "
+            f"corpus.sha256 to {local_sha256} (or null to skip the check); otherwise fix "
+            "corpus.local_path",
+        )
 
 LOGS = "results/logs"
 BENCH = "results/benchmarks"
@@ -51,6 +85,12 @@ def corpus_urls():
     """The local copy (as a file:// URL) when configured, else the download URL."""
     local = config["corpus"]["local_path"]
     return [Path(local).resolve().as_uri()] if local else [config["corpus"]["url"]]
+
+
+def corpus_local_input():
+    """The local copy as an input file, so that editing it reruns everything that depends on it."""
+    local = config["corpus"]["local_path"]
+    return [str(Path(local).resolve())] if local else []
 
 
 def train_epochs_total():

@@ -4,6 +4,8 @@ localrules:
 
 
 rule download_corpus:
+    input:
+        corpus_local_input(),
     output:
         "results/data/corpus.txt",
     log:
@@ -14,6 +16,7 @@ rule download_corpus:
         urls=corpus_urls(),
         sha256=config["corpus"]["sha256"],
         remedy="set corpus.local_path in the config to a copy of the text (offline machines), "
-        "or corpus.url to a reachable mirror",
+        "or corpus.url to a reachable mirror; if the file there is the text you mean to study "
+        "but differs from corpus.sha256, set corpus.sha256 to its sha256 (or null)",
     script:
         "../scripts/download_corpus.py"

@@ -9,6 +9,7 @@ sys.stdout = sys.stderr = open(sm.log[0], "w", buffering=1)
 
 set_threads(sm.threads)
 data = sm.params.data
+device = select_device(sm.params.device)
 losses = evaluate_losses(
     {sm.wildcards.model: sm.input.model},
     read_text(sm.input.corpus),
@@ -17,7 +18,8 @@ losses = evaluate_losses(
     stride=data["stride"],
     batch_size=data["batch_size"],
     seed=sm.params.seed,
-    device=select_device(sm.params.device),
+    device=device,
 )
-write_losses_csv(losses, sm.output[0])
+meta = {"experiment": "5.5 losses", "model": sm.input.model, "data": data, "seed": sm.params.seed}
+write_losses_csv(losses, sm.output[0], {**meta, "device": str(device)})
 print(losses.to_string(index=False))
