@@ -60,6 +60,15 @@ def tf_variables(synthetic_ckpt):
     return _once("variables", read)
 
 
+def flip_byte(path, offset: int | None = None) -> int:
+    """Invert one byte of ``path`` in place (by default the middle one); return its offset."""
+    data = bytearray(path.read_bytes())
+    offset = len(data) // 2 if offset is None else offset
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return offset
+
+
 def numpy_gpt2_logits(v: dict, hparams: dict, ids: np.ndarray) -> np.ndarray:
     """OpenAI's GPT-2 forward pass (gpt-2/src/model.py) in float64 NumPy, from the raw TF variables."""
     v = {k: np.asarray(a, dtype=np.float64) for k, a in v.items()}

@@ -228,3 +228,18 @@ def test_a_reader_racing_a_writer_never_sees_a_damaged_checkpoint(tmp_path):
         proc.kill()
         proc.wait(timeout=30)
     assert loads > 20
+
+
+def test_a_full_disk_names_the_checkpoint_and_keeps_the_previous_one(full_disk, saved):
+    from gptlab.io import NoSpaceError
+
+    _, model, opt = saved
+    disk = full_disk(2 * 1024 * 1024)
+    small = GPTModel({**TINY, "n_layers": 1, "emb_dim": 8, "n_heads": 2, "vocab_size": 500})
+    path = save_checkpoint(disk / "ckpt.pt", small, None, {"epoch": 1})
+    with pytest.raises(
+        NoSpaceError, match=f"no space left on the file system of {disk} while writing {path}"
+    ):
+        save_checkpoint(path, model, opt, {"epoch": 2})  # ~20 MB with the optimizer: does not fit
+    assert load_checkpoint(path)["train_state"]["epoch"] == 1
+    assert sorted(p.name for p in disk.iterdir()) == ["ckpt.pt"]

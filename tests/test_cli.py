@@ -9,13 +9,17 @@ processes, to check exit codes, stderr and streamed stdout as a shell sees them.
 
 from __future__ import annotations
 
+import errno
 import io
 import math
 import os
 import re
 import shutil
+import stat
+import struct
 import subprocess
 import sys
+import zipfile
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -46,13 +50,71 @@ def cli(*args, capsys):
     return code, out, err
 
 
-def cli_process(*args, script=None, timeout=300):
-    """Run ``gptlab ARGS`` as its own process (``python -m gptlab.cli`` or the installed script)."""
-    command = [script] if script else [sys.executable, "-m", "gptlab.cli"]
+def cli_process(*args, script=None, timeout=300, prefix=(), preexec_fn=None):
+    """Run ``gptlab ARGS`` as its own process (``python -m gptlab.cli`` or the installed script).
+
+    ``prefix`` goes before the command (e.g. :func:`without_root_privileges`); ``preexec_fn``
+    runs in the child before it starts (umask, resource limits).
+    """
+    command = [*prefix, *([script] if script else [sys.executable, "-m", "gptlab.cli"])]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
-        command + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=env
+        command + [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        preexec_fn=preexec_fn,
     )
+
+
+def without_root_privileges() -> list[str]:
+    """A command prefix under which file permissions apply to the process, even when it runs as root.
+
+    Root ignores permission bits (capabilities CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH); setpriv
+    drops both from the child. Skips the test where that is not possible.
+    """
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root, which ignores permission bits, and setpriv (util-linux) is missing")
+    prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
+    probe = subprocess.run([*prefix, "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"running as root and cannot drop CAP_DAC_OVERRIDE here: {probe.stderr.strip()}")
+    return prefix
+
+
+def flip_checkpoint_tensor_byte(path: Path) -> None:
+    """Flip one bit in the middle of the largest tensor stored in a torch.save file (a zip archive)."""
+    with zipfile.ZipFile(path) as archive:
+        entry = max(
+            (i for i in archive.infolist() if "/data/" in i.filename and not i.filename.endswith(".pkl")),
+            key=lambda i: i.file_size,
+        )
+    assert entry.compress_type == zipfile.ZIP_STORED  # torch stores tensors uncompressed
+    with open(path, "r+b") as f:
+        f.seek(entry.header_offset)
+        header = f.read(30)
+        name_len, extra_len = struct.unpack("<HH", header[26:30])
+        _flip(f, entry.header_offset + 30 + name_len + extra_len + entry.file_size // 2)
+
+
+def flip_safetensors_data_byte(path: Path) -> None:
+    """Flip one bit in the middle of the tensor data of a .safetensors file (after its JSON header)."""
+    with open(path, "r+b") as f:
+        (header_len,) = struct.unpack("<Q", f.read(8))
+        start, size = 8 + header_len, path.stat().st_size
+        assert size > start
+        _flip(f, start + (size - start) // 2)
+
+
+def _flip(f, offset: int) -> None:
+    f.seek(offset)
+    byte = f.read(1)[0]
+    f.seek(offset)
+    f.write(bytes([byte ^ 0x01]))
 
 
 def assert_one_line_error(err: str, *needles: str) -> None:
@@ -273,9 +335,15 @@ def test_evaluate_prints_evaluate_losses(ckpt, text_file, tmp_path, capsys):
 
 
 def test_inspect_checkpoint(ckpt, capsys):
+    from gptlab.checkpoint import integrity, load_checkpoint
+
+    assert not ckpt.with_name("tiny.pt.sha256").exists()  # the digest is inside the file
     code, out, _ = cli("inspect", ckpt, capsys=capsys)
     assert code == 0
-    assert "matches tiny.pt.sha256" in out
+    line = integrity(load_checkpoint(ckpt), ckpt)
+    assert line.startswith("ok: ") and "digest" in line
+    assert f"integrity   {line}\n" in out
+    assert "format      gptlab-checkpoint v2\n" in out
     assert "context_length=64" in out and "emb_dim=32" in out and "n_layers=2" in out
     n_params = sum(p.numel() for p in make_model().parameters())
     assert f"parameters  {n_params:,} " in out
@@ -286,20 +354,27 @@ def test_inspect_checkpoint(ckpt, capsys):
     assert "lr=0.0003 weight_decay=0.05" in out and "resumed" in out
 
 
+def test_inspect_refuses_a_checkpoint_with_a_flipped_bit(ckpt, tmp_path, capsys):
+    damaged = tmp_path / "tiny.pt"
+    shutil.copy(ckpt, damaged)
+    flip_checkpoint_tensor_byte(damaged)  # still a valid zip: only the digest can tell
+    assert not damaged.with_name("tiny.pt.sha256").exists()
+    code, out, err = cli("inspect", damaged, capsys=capsys)
+    assert code == 1 and out == ""
+    assert_one_line_error(err, str(damaged), "damaged", "move it aside")
+    assert "delete" not in err.lower()
+    assert damaged.is_file()  # never removed for the user
+
+
 def test_inspect_refuses_truncated_checkpoints(ckpt, tmp_path, capsys):
     damaged = tmp_path / "tiny.pt"
     shutil.copy(ckpt, damaged)
-    shutil.copy(ckpt.with_name("tiny.pt.sha256"), tmp_path / "tiny.pt.sha256")
     with open(damaged, "r+b") as f:
         f.truncate(damaged.stat().st_size // 2)
     code, out, err = cli("inspect", damaged, capsys=capsys)
     assert code == 1 and out == ""
-    assert_one_line_error(err, str(damaged), "corrupt or truncated")
-    # without the sidecar the damage is found when reading it
-    (tmp_path / "tiny.pt.sha256").unlink()
-    code, out, err = cli("inspect", damaged, capsys=capsys)
-    assert code == 1 and out == ""
-    assert_one_line_error(err, "cannot be read", "truncated")
+    assert_one_line_error(err, str(damaged), "cannot be read", "truncated")
+    assert "delete" not in err.lower()
 
 
 def test_inspect_converted_gpt2(release, capsys):
@@ -311,8 +386,31 @@ def test_inspect_converted_gpt2(release, capsys):
     n_params = sum(p.numel() for p in model.parameters())  # tied: tok_emb counted once
     assert f"parameters  {n_params:,} " in out
     assert "no OpenAI release has this shape" in out
+    assert re.search(r"^integrity   header only .*--verify", out, flags=re.M)
     code, same, _ = cli("inspect", folder / "model.safetensors", capsys=capsys)
     assert code == 0 and same == out
+
+
+def test_inspect_verify_reads_the_weights_of_a_converted_gpt2(release, tmp_path, capsys):
+    from gptlab import gpt2
+
+    if not hasattr(gpt2, "verify_gpt2_file"):
+        pytest.skip("gptlab.gpt2.verify_gpt2_file is not in this gptlab yet; inspect --verify calls it")
+    file = release["root"] / "124M" / "model.safetensors"
+    code, out, err = cli("inspect", file.parent, "--verify", capsys=capsys)
+    assert code == 0, err
+    assert f"integrity   {gpt2.verify_gpt2_file(file)}\n" in out
+    assert "n_vocab=50257 n_ctx=256" in out
+
+    damaged = tmp_path / "model.safetensors"
+    shutil.copy(file, damaged)
+    flip_safetensors_data_byte(damaged)
+    # the header is intact: without --verify the damage goes unnoticed, and the output says so
+    code, out, _ = cli("inspect", damaged, capsys=capsys)
+    assert code == 0 and "--verify" in out
+    code, out, err = cli("inspect", damaged, "--verify", capsys=capsys)
+    assert code == 1 and out == ""
+    assert_one_line_error(err, str(damaged), "damaged", "gptlab convert")
 
 
 def test_inspect_refuses_truncated_safetensors(release, tmp_path, capsys):
@@ -321,7 +419,8 @@ def test_inspect_refuses_truncated_safetensors(release, tmp_path, capsys):
     damaged.write_bytes(data[: len(data) // 2])
     code, out, err = cli("inspect", damaged, capsys=capsys)
     assert code == 1 and out == ""
-    assert_one_line_error(err, str(damaged))
+    assert_one_line_error(err, str(damaged), "move it aside", "gptlab convert")
+    assert "delete" not in err.lower()
 
 
 # --- download and convert ----------------------------------------------------------------------
@@ -384,6 +483,20 @@ USAGE_ERRORS = {
     "not a number": (["--max-new-tokens", "many"], "'many' is not an integer"),
     "negative token count": (["--max-new-tokens", "-1"], "-1 must be >= 0"),
     "both prompt options": (["--prompt", "a", "--prompt-file", "f"], "not allowed with"),
+    "nan temperature": (["--temperature", "nan"], "argument --temperature: 'nan' is not a finite number"),
+    "infinite temperature": (["--temperature", "inf"], "argument --temperature: 'inf' is not a finite"),
+    "overflowing temperature": (["--temperature", "1e999"], "'1e999' is not a finite number"),
+    "nan top-p": (["--top-p", "NaN"], "argument --top-p: 'NaN' is not a finite number"),
+    "negative infinite top-p": (["--top-p=-inf"], "argument --top-p: '-inf' is not a finite"),
+    "seed above 2**64-1": (
+        ["--seed", str(2**64)],
+        f"argument --seed: {2**64} must be between 0 and {2**64 - 1} (2**64 - 1",
+    ),
+    "negative seed": (["--seed", "-1"], f"argument --seed: -1 must be between 0 and {2**64 - 1}"),
+    "last sample's seed above 2**64-1": (
+        ["--seed", str(2**64 - 2), "--num-samples", "3"],
+        (f"would seed the last sample with {2**64}, beyond 2**64 - 1", f"use --seed {2**64 - 3} or less"),
+    ),
 }
 
 
@@ -391,7 +504,23 @@ USAGE_ERRORS = {
 def test_generate_usage_errors_exit_2(ckpt, extra, needle, capsys):
     code, out, err = cli("generate", "--model", ckpt, *extra, *CPU, capsys=capsys)
     assert code == 2 and out == ""
-    assert_one_line_error(err, needle)
+    assert_one_line_error(err, *(needle if isinstance(needle, tuple) else (needle,)))
+
+
+def test_seeds_up_to_2_pow_64_minus_1_are_accepted(ckpt, text_file, capsys):
+    args = ("generate", "--model", ckpt, "--prompt", PROMPT, "--max-new-tokens", "3", "--top-k", "5", *CPU)
+    code, out, err = cli(*args, "--seed", 2**64 - 2, "--num-samples", "2", capsys=capsys)
+    assert code == 0, err
+    assert f"--- sample 2/2 (seed {2**64 - 1}) ---" in out
+    code, alone, err = cli(*args, "--seed", 2**64 - 1, capsys=capsys)
+    assert code == 0, err
+    assert alone == out.split(f"--- sample 2/2 (seed {2**64 - 1}) ---\n")[1]
+    code, out, err = cli(
+        "evaluate", "--model", ckpt, "--text", text_file, "--context-length", "16", "--seed", 2**64 - 1, *CPU,
+        capsys=capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert f"seed {2**64 - 1}" in out and set(_table(out)) == {"train", "val"}
 
 
 def test_other_usage_errors_exit_2(ckpt, text_file, capsys):
@@ -407,6 +536,18 @@ def test_other_usage_errors_exit_2(ckpt, text_file, capsys):
         (
             ["evaluate", "--model", ckpt, "--text", text_file, "--train-ratio", "1"],
             "strictly between 0 and 1",
+        ),
+        (
+            ["evaluate", "--model", ckpt, "--text", text_file, "--train-ratio", "nan"],
+            "argument --train-ratio: 'nan' is not a finite number",
+        ),
+        (
+            ["evaluate", "--model", ckpt, "--text", text_file, "--train-ratio", "inf"],
+            "argument --train-ratio: 'inf' is not a finite number",
+        ),
+        (
+            ["evaluate", "--model", ckpt, "--text", text_file, "--seed", "18446744073709551616"],
+            "argument --seed: 18446744073709551616 must be between 0 and 18446744073709551615",
         ),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
     ]
@@ -455,3 +596,151 @@ def test_a_usage_error_as_a_process_exits_2_with_one_line(ckpt):
     result = cli_process("generate", "--model", ckpt, "--temperature", "-1", *CPU)
     assert result.returncode == 2 and result.stdout == ""
     assert_one_line_error(result.stderr, "--temperature -1.0 must be >= 0")
+
+
+def test_nan_temperature_as_a_process_is_a_usage_error(ckpt):
+    result = cli_process("generate", "--model", ckpt, "--temperature", "nan", *CPU)
+    assert result.returncode == 2 and result.stdout == ""
+    assert_one_line_error(result.stderr, "--temperature: 'nan' is not a finite number", "give one such as")
+
+
+# --- files that cannot be read or written ------------------------------------------------------
+
+
+def test_unreadable_prompt_and_text_files_are_named(ckpt, tmp_path, capsys):
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("Every effort moves you, café".encode("latin-1"))
+    offset = len("Every effort moves you, caf")
+    cases = [
+        (["generate", "--model", ckpt, "--prompt-file", tmp_path], f"--prompt-file {tmp_path} is a folder"),
+        (["evaluate", "--model", ckpt, "--text", tmp_path], f"--text {tmp_path} is a folder"),
+        (
+            ["generate", "--model", ckpt, "--prompt-file", latin1],
+            f"--prompt-file {latin1} is not UTF-8 text (byte 0xe9 at offset {offset}",
+        ),
+        (
+            ["evaluate", "--model", ckpt, "--text", latin1],
+            f"--text {latin1} is not UTF-8 text (byte 0xe9 at offset {offset}",
+        ),
+    ]
+    for args, needle in cases:
+        code, out, err = cli(*args, *CPU, capsys=capsys)
+        assert code == 1 and out == "", args
+        assert_one_line_error(err, needle)
+        assert "IsADirectoryError" not in err and "UnicodeDecodeError" not in err
+
+
+def test_a_file_without_read_permission_is_named(ckpt, tmp_path):
+    prefix = without_root_privileges()
+    secret = tmp_path / "secret.txt"
+    secret.write_text(PROMPT, encoding="utf-8")
+    secret.chmod(0)
+    for option, verb in (("--prompt-file", "generate"), ("--text", "evaluate")):
+        result = cli_process(verb, "--model", ckpt, option, secret, *CPU, prefix=prefix)
+        assert result.returncode == 1 and result.stdout == "", result.stderr
+        assert_one_line_error(result.stderr, f"{option} {secret} cannot be read (permission denied)", "chmod")
+
+
+@pytest.fixture
+def not_a_model(tmp_path):
+    """A .pt file that cannot be loaded: a command that reaches the model fails with 'cannot be read'."""
+    path = tmp_path / "not-a-model.pt"
+    path.write_bytes(b"not a checkpoint")
+    return path
+
+
+def test_evaluate_checks_csv_is_writable_before_loading_the_model(not_a_model, text_file, tmp_path, capsys):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    out_csv = a_file / "losses.csv"  # its "folder" is a regular file: nobody, not even root, can write
+    code, out, err = cli("evaluate", "--model", not_a_model, "--text", text_file, "--csv", out_csv, *CPU,
+                         capsys=capsys)  # fmt: skip
+    assert code == 1 and out == ""
+    # the --csv error, not the model's: the folder is checked before the model is loaded
+    assert_one_line_error(err, f"cannot write {out_csv}", "pass --csv a path in a folder you can write to")
+    assert "not-a-model.pt" not in err
+
+    code, out, err = cli("evaluate", "--model", not_a_model, "--text", text_file, "--csv", tmp_path, *CPU,
+                         capsys=capsys)  # fmt: skip
+    assert code == 1 and out == ""
+    assert_one_line_error(err, f"--csv {tmp_path} is a folder", f"--csv {tmp_path / 'losses.csv'}")
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder in which no file can be created: a read-only tmpfs as root, else permission bits."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    mount = shutil.which("mount")
+    if mount is None:
+        pytest.skip("running as root (permission bits do not apply) and there is no mount command")
+    result = subprocess.run(
+        [mount, "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        pytest.skip(f"running as root and a read-only tmpfs cannot be mounted here: {result.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run([shutil.which("umount") or "umount", str(folder)], check=True)
+
+
+def test_evaluate_refuses_a_read_only_csv_folder_before_loading(
+    not_a_model, text_file, read_only_dir, capsys
+):
+    out_csv = read_only_dir / "sub" / "losses.csv"  # a missing subfolder is created when writing: not here
+    code, out, err = cli("evaluate", "--model", not_a_model, "--text", text_file, "--csv", out_csv, *CPU,
+                         capsys=capsys)  # fmt: skip
+    assert code == 1 and out == ""
+    assert_one_line_error(err, f"cannot write {out_csv}: {read_only_dir} does not accept new files", "--csv")
+    assert list(read_only_dir.iterdir()) == []
+
+
+def _evaluate_args(ckpt, text_file, out_csv):
+    return (
+        "evaluate",
+        "--model",
+        ckpt,
+        "--text",
+        text_file,
+        "--context-length",
+        "16",
+        "--csv",
+        out_csv,
+        *CPU,
+    )
+
+
+def test_evaluate_csv_gets_the_permissions_of_the_umask(ckpt, text_file, tmp_path):
+    out_csv = tmp_path / "losses.csv"
+    result = cli_process(*_evaluate_args(ckpt, text_file, out_csv), preexec_fn=lambda: os.umask(0o022))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith(f"wrote {out_csv}\n")
+    assert stat.S_IMODE(out_csv.stat().st_mode) == 0o644
+    assert list(pd.read_csv(out_csv)["split"]) == ["train", "val"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["losses.csv"]  # no temporary file left
+
+
+def test_a_full_disk_while_writing_csv_is_one_line_naming_the_file(ckpt, text_file, tmp_path):
+    import resource
+
+    from gptlab.io import NoSpaceError, no_space_error
+
+    out_csv = tmp_path / "losses.csv"
+    limit = 40  # bytes: the CSV's header alone is longer, so writing it hits the file-size limit (EFBIG)
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # Python ignores SIGXFSZ
+
+    result = cli_process(*_evaluate_args(ckpt, text_file, out_csv), preexec_fn=small_files)
+    assert result.returncode == 1, result.stderr
+    expected = no_space_error(OSError(errno.EFBIG, os.strerror(errno.EFBIG)), out_csv)
+    assert isinstance(expected, NoSpaceError)
+    assert result.stderr == f"gptlab: error: {expected.strerror}\n"  # the library's message, as is
+    assert str(out_csv) in result.stderr
+    assert not out_csv.exists() and list(tmp_path.iterdir()) == []  # no partial file, no temporary file

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import shutil
+import stat
+import struct
 import subprocess
 import sys
 
@@ -15,13 +19,15 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from gptlab.gpt2 import load_gpt2
+from gptlab.gpt2 import load_gpt2, verify_gpt2_file
 from gptlab.gpt2_params import tf_variable_shapes
+from gptlab.testing import FileServer
 from gptlab.tokenizer import ENCODER_JSON_SHA256, VOCAB_BPE_SHA256, get_tokenizer
 from tests.gpt2_fixtures import (  # noqa: F401  (fixtures)
     TINY,
     assert_close_rel,
     converted,
+    flip_byte,
     numpy_gpt2_logits,
     synthetic_ckpt,
     tf_variables,
@@ -181,3 +187,233 @@ def test_loading_never_imports_tensorflow(converted):
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# --------------------------------------------------------------------------- damage, modes, full disks
+
+DATA = "model.ckpt.data-00000-of-00001"
+
+
+def _header_and_data(path):
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8 : 8 + n]), raw[8 + n :]
+
+
+def test_converted_file_records_the_sha256_of_its_data(converted):
+    header, data = _header_and_data(converted)
+    meta = header["__metadata__"]
+    assert meta["format_version"] == "2"
+    assert meta["data_sha256"] == hashlib.sha256(data).hexdigest()
+    assert verify_gpt2_file(converted) == (
+        f"the SHA-256 of the {len(data):,} bytes of tensor data matches the digest in the header"
+    )
+    assert verify_gpt2_file(converted.parent) == verify_gpt2_file(converted)  # the folder works too
+
+
+def test_a_flipped_byte_in_model_safetensors_is_detected(converted, tmp_path):
+    damaged = tmp_path / "model.safetensors"
+    shutil.copyfile(converted, damaged)
+    flip_byte(damaged, damaged.stat().st_size - 3)
+    message = (
+        rf"{damaged} is damaged: the SHA-256 of its [\d,]+ bytes of tensor data is [0-9a-f]{{64}}, its header"
+    )
+    with pytest.raises(ValueError, match=message):
+        load_gpt2(damaged)
+    with pytest.raises(ValueError, match=r"Convert the checkpoint again \(gptlab convert DIR --out "):
+        verify_gpt2_file(damaged)
+    # without the check, the damage loads silently
+    model = load_gpt2(damaged, verify=False)
+    assert not torch.equal(model.tok_emb.weight, load_gpt2(converted).tok_emb.weight)
+
+
+def test_a_truncated_model_safetensors_is_detected(converted, tmp_path, synthetic_ckpt):
+    ckpt = shutil.copytree(synthetic_ckpt, tmp_path / "tf")
+    short = tmp_path / "model.safetensors"
+    short.write_bytes(converted.read_bytes()[:-4])
+    with pytest.raises(
+        ValueError, match=rf"{short} is damaged \(truncated\).*gptlab convert {ckpt} --out {short}"
+    ):
+        load_gpt2(tmp_path)
+
+
+def test_a_file_without_digest_loads_with_a_warning(converted, tmp_path):
+    """format_version 1 files (written before digests) hold no digest: nothing to verify, no error."""
+    header, data = _header_and_data(converted)
+    del header["__metadata__"]["data_sha256"]
+    header["__metadata__"]["format_version"] = "1"
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    old = tmp_path / "model.safetensors"
+    old.write_bytes(struct.pack("<Q", len(blob)) + blob + data)
+    line = verify_gpt2_file(old)
+    assert line.startswith("no digest of the tensor data (format_version 1")
+    assert "convert it again to enable verification" in line
+    with pytest.warns(UserWarning, match=f"{old}: no digest of the tensor data"):
+        model = load_gpt2(old)
+    assert torch.equal(model.tok_emb.weight, load_gpt2(converted).tok_emb.weight)
+    header["__metadata__"]["format_version"] = "2"  # a current file without its digest is damaged
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    old.write_bytes(struct.pack("<Q", len(blob)) + blob + data)
+    with pytest.raises(ValueError, match="is damaged: its header lacks data_sha256"):
+        verify_gpt2_file(old)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002], ids=["umask022", "umask002"])
+def test_converted_file_mode_follows_the_umask(synthetic_ckpt, tmp_path, umask):
+    from gptlab.convert import convert_tf_checkpoint
+
+    old = os.umask(umask)
+    try:
+        out = convert_tf_checkpoint(synthetic_ckpt, tmp_path / "model.safetensors")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A 1 MiB tmpfs (needs root, or a kernel that lets this user mount one)."""
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    try:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True, capture_output=True
+        )
+    except (OSError, subprocess.CalledProcessError) as err:
+        pytest.skip(f"cannot mount a tmpfs here ({err}); the file-size-limit test covers the same path")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_conversion_onto_a_full_disk_names_the_destination(synthetic_ckpt, tiny_tmpfs):
+    from gptlab.convert import convert_tf_checkpoint
+    from gptlab.io import NoSpaceError
+
+    dest = tiny_tmpfs / "model.safetensors"
+    with pytest.raises(
+        NoSpaceError, match=f"no space left on the file system of {tiny_tmpfs} while writing {dest}"
+    ):
+        convert_tf_checkpoint(synthetic_ckpt, dest)
+    assert list(tiny_tmpfs.iterdir()) == []  # no partial file, no temporary file
+
+
+def test_conversion_past_a_file_size_limit_names_the_destination(synthetic_ckpt, tmp_path):
+    dest = tmp_path / "out" / "model.safetensors"
+    code = f"""
+import resource, signal, sys
+from gptlab.convert import convert_tf_checkpoint
+from gptlab.io import NoSpaceError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+try:
+    convert_tf_checkpoint({str(synthetic_ckpt)!r}, {str(dest)!r})
+except NoSpaceError as err:
+    print(err)
+    sys.exit(3)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert (
+        f"file-size limit reached on the file system of {dest.parent} while writing {dest}" in result.stdout
+    )
+    assert list(dest.parent.iterdir()) == []
+
+
+@pytest.fixture
+def mirror(synthetic_ckpt, tmp_path):
+    root = tmp_path / "www"
+    shutil.copytree(synthetic_ckpt, root / "124M")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        # TensorFlow finds the bad tensor ("Checksum does not match"); the bundle check names it
+        (DATA, r"tensor model/\S+ \(bytes [\d,]+\.\.[\d,]+\) has crc32c 0x[0-9a-f]{8}, the index records"),
+        ("model.ckpt.index", r"a data block at bytes 0\.\.\d+ fails its crc32c check"),
+        ("hparams.json", "not valid JSON"),
+    ],
+)
+def test_file_damaged_after_download_is_unpinned_and_fetched_again(mirror, tmp_path, converted, name, reason):
+    from gptlab.convert import convert_tf_checkpoint
+    from gptlab.gpt2 import download_gpt2, read_manifest
+
+    folder = tmp_path / "gpt2" / "124M" / "tf"
+    options = dict(backup_base_url=None, check_known_sizes=False, progress=False, backoff=0)
+    with FileServer(mirror) as server:
+        download_gpt2("124M", folder, base_url=server.base_url, **options)
+        flip_byte(folder / name)  # damage on disk after the download verified it
+        with pytest.raises(ValueError) as info:
+            convert_tf_checkpoint(folder, tmp_path / "model.safetensors")
+        message = str(info.value)
+        assert re.search(reason, message), message
+        assert message.startswith(f"{folder / name} is damaged: ")
+        assert f"moved to {folder / name}.bad and {folder / 'manifest.json'} removed" in message
+        assert "in the pipeline, run snakemake again" in message
+        assert (
+            f"gptlab download --size 124M --dir {folder}" in message and f"gptlab convert {folder}" in message
+        )
+        assert not (folder / name).exists() and (folder / f"{name}.bad").is_file()
+        assert read_manifest(folder) is None
+        assert not (tmp_path / "model.safetensors").exists()
+
+        n = len(server.requests)
+        download_gpt2("124M", folder, base_url=server.base_url, **options)
+        assert [path for path, _, _ in server.requests[n:]] == [f"124M/{name}"]
+    assert len(read_manifest(folder)["files"]) == 7
+    out = convert_tf_checkpoint(folder, tmp_path / "model.safetensors")
+    assert out.read_bytes() == converted.read_bytes()
+
+
+@pytest.mark.parametrize("name", [DATA, "model.ckpt.index"])
+def test_file_missing_after_download_is_fetched_again(mirror, tmp_path, name):
+    from gptlab.convert import convert_tf_checkpoint
+    from gptlab.gpt2 import download_gpt2, read_manifest
+
+    folder = tmp_path / "tf"
+    options = dict(backup_base_url=None, check_known_sizes=False, progress=False, backoff=0)
+    with FileServer(mirror) as server:
+        download_gpt2("124M", folder, base_url=server.base_url, **options)
+        (folder / name).unlink()
+        message = f"{folder / name} is missing. Nothing was moved and {folder / 'manifest.json'} removed"
+        with pytest.raises(FileNotFoundError, match=re.escape(message)):
+            convert_tf_checkpoint(folder)
+        assert read_manifest(folder) is None
+        n = len(server.requests)
+        download_gpt2("124M", folder, base_url=server.base_url, **options)
+        assert [path for path, _, _ in server.requests[n:]] == [f"124M/{name}"]
+    assert convert_tf_checkpoint(folder).is_file()
+
+
+def test_pipeline_downloads_a_damaged_file_again_after_conversion_fails(tmp_path):
+    """The download rule's only output is manifest.json: un-pinning removes it, so the next run downloads."""
+    from gptlab.testing import write_synthetic_gpt2_checkpoint
+    from tests.workflow_helpers import copy_workflow, snakemake, write_config
+
+    workdir = copy_workflow(tmp_path / "wf")
+    write_synthetic_gpt2_checkpoint(workdir / "mirror" / "124M", n_ctx=64, n_embd=32, n_head=4, n_layer=2)
+    gpt2 = {"sizes": ["124M"], "base_urls": [(workdir / "mirror").as_uri()], "check_known_sizes": False}
+    (workdir / "corpus.txt").write_text("Every effort moves you.\n")  # the config wants one; unused here
+    corpus = {"local_path": str(workdir / "corpus.txt"), "sha256": None}
+    config = str(write_config(workdir / "study.yaml", gpt2=gpt2, corpus=corpus))
+    tf_dir = workdir / "results" / "gpt2" / "124M" / "tf"
+    target = "results/gpt2/124M/model.safetensors"
+
+    first = snakemake(workdir, "results/gpt2/124M/tf/manifest.json", "--cores", "1", "--configfile", config)
+    assert first.returncode == 0, first.stderr[-3000:]
+    flip_byte(tf_dir / DATA)  # damaged on disk after the download verified it
+    failed = snakemake(workdir, "--cores", "1", "--configfile", config, "--", target)
+    assert failed.returncode != 0
+    assert f"{DATA} is damaged: tensor model/" in failed.stderr
+    assert not (tf_dir / "manifest.json").exists() and (tf_dir / f"{DATA}.bad").is_file()
+
+    again = snakemake(workdir, "--cores", "1", "--configfile", config, "--", target)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "rule download_gpt2:" in again.stderr and "rule convert_gpt2:" in again.stderr
+    assert (tf_dir / DATA).read_bytes() == (workdir / "mirror" / "124M" / DATA).read_bytes()
+    assert verify_gpt2_file(workdir / target).endswith("matches the digest in the header")

@@ -4,8 +4,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
+import stat
 
 import pytest
 import torch
@@ -20,10 +23,11 @@ from gptlab.gpt2 import (
     load_gpt2,
     load_weights_into_gpt,
     read_manifest,
+    verify_release_file,
 )
 from gptlab.model import GPTModel
 from gptlab.testing import FileServer
-from tests.gpt2_fixtures import TINY, converted, synthetic_ckpt  # noqa: F401  (fixtures)
+from tests.gpt2_fixtures import TINY, converted, flip_byte, synthetic_ckpt  # noqa: F401  (fixtures)
 
 FAST = dict(backoff=0.0, progress=False, timeout=10, check_known_sizes=False)
 SIZE = "124M"
@@ -51,8 +55,6 @@ def test_download_writes_verified_files_and_manifest(mirrors, tmp_path, syntheti
     manifest = read_manifest(dest)
     assert manifest["model_size"] == SIZE and set(manifest["files"]) == set(FILENAMES)
     entry = manifest["files"]["model.ckpt.index"]
-    import hashlib
-
     assert entry["sha256"] == hashlib.sha256((synthetic_ckpt / "model.ckpt.index").read_bytes()).hexdigest()
     assert entry["url"] == server.url(f"primary/{SIZE}/model.ckpt.index")
     assert sorted(p.name for p in dest.iterdir()) == sorted([*FILENAMES, "manifest.json"])
@@ -270,3 +272,134 @@ def test_gpt2_model_config():
         gpt2_model_config({**GPT2_HPARAMS["124M"], "n_head": 5})
     with pytest.raises(ValueError, match=r"n_layer='12' must be a positive integer"):
         gpt2_model_config({**GPT2_HPARAMS["124M"], "n_layer": "12"})
+
+
+# --------------------------------------------------------------------------- content checks before pinning
+
+DATA = "model.ckpt.data-00000-of-00001"
+
+
+def test_manifest_records_how_each_file_was_verified(mirrors, tmp_path):
+    dest = tmp_path / SIZE
+    with FileServer(mirrors) as server:
+        download_gpt2(SIZE, dest, **_bases(server), **FAST)
+    verified = {name: entry["verified"] for name, entry in read_manifest(dest)["files"].items()}
+    assert verified == {
+        "checkpoint": "parsed, names model.ckpt",
+        "encoder.json": "known sha256",
+        "hparams.json": "parsed",
+        "model.ckpt.index": "tensor-bundle block crc32c, float32 dtypes, shapes of hparams.json",
+        DATA: "tensor-bundle crc32c of every tensor, size",
+        "model.ckpt.meta": "trusted on first use",
+        "vocab.bpe": "known sha256",
+    }
+
+
+def test_corrupted_transfer_without_content_md5_is_caught_before_pinning(mirrors, tmp_path, synthetic_ckpt):
+    """A flipped byte that no Content-MD5 reveals: the tensor checksums do, and nothing is pinned."""
+    dest = tmp_path / SIZE
+    with FileServer(mirrors, content_md5=False, corrupt={f"primary/{SIZE}/{DATA}"}) as server:
+        with pytest.raises(DownloadError) as info:
+            download_gpt2(SIZE, dest, **_bases(server), **FAST)
+        message = str(info.value)
+        assert f"{DATA} downloaded from {server.url(f'primary/{SIZE}/{DATA}')}" in message
+        assert "fails its check (tensor-bundle crc32c of every tensor, size): tensor model/" in message
+        assert "the index records" in message and "Run the download again to fetch it anew" in message
+        assert f"moved to {dest / DATA}.bad" in message
+        assert not (dest / DATA).exists() and (dest / f"{DATA}.bad").is_file()
+        assert DATA not in read_manifest(dest)["files"]  # the files checked before it are pinned
+        # the mirror heals (or the next try gets intact bytes): running again fetches the file anew
+        server.corrupt.clear()
+        n = len(server.requests)
+        download_gpt2(SIZE, dest, **_bases(server), **FAST)
+        assert [p for p, _, _ in server.requests[n:]] == [
+            f"primary/{SIZE}/{DATA}",
+            f"primary/{SIZE}/model.ckpt.meta",
+            f"primary/{SIZE}/vocab.bpe",
+        ]
+    assert (dest / DATA).read_bytes() == (synthetic_ckpt / DATA).read_bytes()
+    assert set(read_manifest(dest)["files"]) == set(FILENAMES)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("checkpoint", r"fails its check \(parsed, names model.ckpt\): not text: byte 38 is not UTF-8"),
+        ("hparams.json", r"fails its check \(parsed\): .*hparams.json is not valid JSON"),
+        (
+            "model.ckpt.index",
+            r"fails its check \(tensor-bundle block .*\): a data block at bytes 0\.\..* crc32c",
+        ),
+        # the tokenizer files are checked against the known hash during the transfer, and retried
+        ("encoder.json", "sha256 [0-9a-f]{64}, expected " + "196139668be63f3b"),
+        ("vocab.bpe", "sha256 [0-9a-f]{64}, expected " + "1ce1664773c50f3e"),
+    ],
+)
+def test_each_checkable_file_is_refused_when_corrupted(mirrors, tmp_path, name, message):
+    dest = tmp_path / SIZE
+    with FileServer(mirrors, corrupt={f"{m}/{SIZE}/{name}" for m in ("primary", "backup")}) as server:
+        with pytest.raises(DownloadError, match=message):
+            download_gpt2(SIZE, dest, **_bases(server), **FAST)
+    assert not (dest / name).exists()
+    manifest = read_manifest(dest)  # None when the first file fails
+    assert manifest is None or name not in manifest["files"]
+
+
+def test_model_ckpt_meta_is_trusted_on_first_use(mirrors, tmp_path, synthetic_ckpt):
+    """Nothing can check the MetaGraphDef (and nothing reads it): a damaged one is pinned as received."""
+    dest = tmp_path / SIZE
+    with FileServer(mirrors, corrupt={f"primary/{SIZE}/model.ckpt.meta"}) as server:
+        download_gpt2(SIZE, dest, **_bases(server), **FAST)
+    assert (dest / "model.ckpt.meta").read_bytes() != (synthetic_ckpt / "model.ckpt.meta").read_bytes()
+    assert read_manifest(dest)["files"]["model.ckpt.meta"]["verified"] == "trusted on first use"
+
+
+def test_damaged_file_pinned_by_an_older_manifest_is_checked_and_fetched_again(
+    mirrors, tmp_path, synthetic_ckpt
+):
+    """A manifest without "verified" entries (written before content checks) pinned a damaged file."""
+    dest = tmp_path / SIZE
+    with FileServer(mirrors) as server:
+        download_gpt2(SIZE, dest, **_bases(server), **FAST)
+        flip_byte(dest / DATA)
+        manifest = read_manifest(dest)
+        for name, entry in manifest["files"].items():
+            del entry["verified"]
+            entry["sha256"] = hashlib.sha256((dest / name).read_bytes()).hexdigest()
+        (dest / "manifest.json").write_text(json.dumps(manifest))
+        n = len(server.requests)
+        download_gpt2(SIZE, dest, **_bases(server), **FAST)
+        assert [p for p, _, _ in server.requests[n:]] == [f"primary/{SIZE}/{DATA}"]
+    assert (dest / DATA).read_bytes() == (synthetic_ckpt / DATA).read_bytes()
+    assert (dest / f"{DATA}.bad").is_file()
+    files = read_manifest(dest)["files"]
+    assert all("verified" in entry for entry in files.values())
+    assert files[DATA]["sha256"] == hashlib.sha256((synthetic_ckpt / DATA).read_bytes()).hexdigest()
+
+
+def test_known_hparams_are_checked_for_openais_sizes(synthetic_ckpt):
+    assert verify_release_file(synthetic_ckpt, "hparams.json") == "parsed"
+    with pytest.raises(
+        ValueError, match=r"OpenAI's 124M has \{'n_vocab': 50257, 'n_ctx': 1024, 'n_embd': 768"
+    ):
+        verify_release_file(synthetic_ckpt, "hparams.json", model_size="124M")
+
+
+def test_index_that_does_not_fit_hparams_is_refused(synthetic_ckpt, tmp_path):
+    folder = shutil.copytree(synthetic_ckpt, tmp_path / "ckpt")
+    (folder / "hparams.json").write_text(json.dumps({**TINY, "n_layer": 3}))
+    with pytest.raises(
+        ValueError, match=r"model.ckpt.index does not match its hparams.json: missing model/h2/"
+    ):
+        verify_release_file(folder, "model.ckpt.index")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002], ids=["umask022", "umask002"])
+def test_manifest_mode_follows_the_umask(mirrors, tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        with FileServer(mirrors) as server:
+            download_gpt2(SIZE, tmp_path / SIZE, **_bases(server), **FAST)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / SIZE / "manifest.json").stat().st_mode) == 0o666 & ~umask

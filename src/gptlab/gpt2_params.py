@@ -63,6 +63,23 @@ def tf_variable_shapes(hparams: dict) -> dict[str, tuple[int, ...]]:
     return dict(sorted(shapes.items()))
 
 
+def check_tf_layout(found: dict, expected: dict, where: str) -> None:
+    """Raise naming every missing, unexpected or mis-shaped variable of ``found`` (name -> shape)."""
+    problems = [f"missing {n} {expected[n]}" for n in expected if n not in found]
+    problems += [f"unexpected {n} {found[n]}" for n in found if n not in expected]
+    problems += [
+        f"{n} has shape {found[n]}, hparams.json implies {expected[n]}"
+        for n in expected
+        if n in found and tuple(found[n]) != expected[n]
+    ]
+    if problems:
+        shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
+        raise ValueError(
+            f"{where} does not match its hparams.json: {shown}. Make sure hparams.json and the "
+            "model.ckpt.* files come from the same GPT-2 release (re-download if unsure)"
+        )
+
+
 # (OpenAI name within a block, GPTModel name within trf_blocks.i, kind)
 _BLOCK = (
     ("ln_1/g", "norm1.scale", "same"),

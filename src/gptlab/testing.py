@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .gpt2_params import check_hparams, tf_variable_shapes
+from .io import atomic_open, write_json
 from .tokenizer import _default_data_dir
 
 
@@ -78,9 +78,10 @@ def write_synthetic_gpt2_checkpoint(
             for (name, shape), op in zip(shapes.items(), assigns, strict=True):
                 sess.run(op, {value: _synthetic_value(name, shape, rng)})
             saver.save(sess, str(dest / "model.ckpt"))
-    (dest / "hparams.json").write_text(json.dumps(hparams, indent=2) + "\n", encoding="utf-8")
+    write_json(hparams, dest / "hparams.json")
     for name in ("encoder.json", "vocab.bpe"):
-        shutil.copyfile(_default_data_dir() / name, dest / name)
+        with atomic_open(dest / name, "wb") as f, open(_default_data_dir() / name, "rb") as src:
+            shutil.copyfileobj(src, f)
     return dest
 
 

@@ -7,6 +7,8 @@ rule download_gpt2:
     output:
         # Only the manifest is declared: Snakemake deletes the outputs of a failed job, and the
         # verified files beside it (and any .part file) must survive for a rerun to resume.
+        # convert_gpt2 removes the manifest when it finds a damaged file (moved to <file>.bad),
+        # so that the next run downloads that file again and re-verifies the others.
         manifest="results/gpt2/{size}/tf/manifest.json",
     log:
         f"{LOGS}/download_gpt2_{{size}}.log",

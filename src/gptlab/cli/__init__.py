@@ -2,8 +2,9 @@
 
 Each verb lives in its own module and registers its parser; this module builds
 the parser and turns exceptions into one line on stderr with an exit code:
-2 for usage errors (bad option values), 1 for failures (a missing or damaged
-file, a failed download), 130 when interrupted. ``--debug`` shows tracebacks.
+2 for usage errors (bad option values), 1 for failures (a missing, unreadable
+or damaged file, a full disk, a failed download), 130 when interrupted.
+``--debug`` shows tracebacks.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ examples:
   gptlab evaluate --gpt2 124M --text ../shared/data/the-verdict.txt
   gptlab inspect results/pretrain/checkpoint.pt
 
-exit codes: 0 success, 1 failure (missing or damaged file, failed download),
-2 usage error (bad option value), 130 interrupted.
+exit codes: 0 success, 1 failure (missing, unreadable, unwritable or damaged file,
+full disk, failed download), 2 usage error (bad option value), 130 interrupted.
 Run 'gptlab VERB --help' for the options and examples of each verb; docs/cli.md has more.
 """
 
@@ -75,9 +76,12 @@ def _describe(err: Exception) -> tuple[str, int]:
     """The message and exit code of an exception escaping a verb."""
     from gptlab.checkpoint import CheckpointError
     from gptlab.download import DownloadError
+    from gptlab.io import NoSpaceError
 
     if isinstance(err, UsageError):
         return str(err), 2
+    if isinstance(err, NoSpaceError):  # its message names the path and says what to do
+        return err.strerror or str(err), 1
     if isinstance(err, (Failure, CheckpointError, DownloadError, FileNotFoundError, ValueError)):
         return str(err), 1
     if isinstance(err, ImportError):

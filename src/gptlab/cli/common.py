@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -10,6 +11,8 @@ PROG = "gptlab"
 DEFAULT_GPT2_DIR = Path("results") / "gpt2"
 SAFETENSORS = "model.safetensors"  # gptlab.convert.SAFETENSORS, without importing NumPy for --help
 SIZES = ("124M", "355M", "774M", "1558M")  # gptlab.gpt2.SIZES (checked equal in the tests)
+# torch.manual_seed and torch.Generator.manual_seed take 0 ... 2**64 - 1 (negative seeds only alias these).
+SEED_MAX = 2**64 - 1
 
 
 class UsageError(Exception):
@@ -50,18 +53,73 @@ class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsH
         return super()._get_help_string(action)
 
 
-def int_at_least(minimum: int):
+def int_at_least(minimum: int, maximum: int | None = None, why: str = ""):
+    """An argparse type: an integer in ``[minimum, maximum]``; ``why`` explains the maximum."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
+        if value < minimum and maximum is None:
             raise argparse.ArgumentTypeError(f"{value} must be >= {minimum}")
+        if maximum is not None and not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(
+                f"{value} must be between {minimum} and {maximum}{f' ({why})' if why else ''}"
+            )
         return value
 
     parse.__name__ = "integer"
     return parse
+
+
+def seed_type():
+    """An argparse type for seeds: what ``torch.manual_seed`` accepts, 0 ... 2**64 - 1."""
+    return int_at_least(0, SEED_MAX, "2**64 - 1, the largest seed torch.manual_seed takes")
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (``nan`` and ``inf`` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number; give one such as 0.9")
+    return value
+
+
+finite_float.__name__ = "number"
+
+
+def read_text_file(path: Path, option: str) -> str:
+    """The UTF-8 text of ``path`` (read like ``open(path).read()``), or a Failure naming it and ``option``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise Failure(f"{option} {path} does not exist; pass a UTF-8 text file") from None
+    except IsADirectoryError:
+        raise Failure(f"{option} {path} is a folder; pass a UTF-8 text file") from None
+    except PermissionError:
+        raise Failure(
+            f"{option} {path} cannot be read (permission denied); make it readable (chmod u+r) or pass "
+            "another file"
+        ) from None
+    except UnicodeDecodeError as err:
+        where = ""
+        try:
+            path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exact:  # the offset in the file, not in a chunk of it
+            where = f" (byte 0x{exact.object[exact.start]:02x} at offset {exact.start}: {exact.reason})"
+        except OSError:
+            where = f" ({err.reason})"
+        raise Failure(
+            f"{option} {path} is not UTF-8 text{where}; convert it, e.g. "
+            f"'iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}'"
+        ) from None
+    except OSError as err:
+        raise Failure(f"{option} {path} cannot be read ({err.strerror or err}); pass another file") from None
 
 
 def add_model_source(parser: argparse.ArgumentParser) -> None:

@@ -5,7 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import Failure, Formatter, UsageError, add_model_source, int_at_least, load, resolve_model
+from .common import (
+    Failure,
+    Formatter,
+    UsageError,
+    add_model_source,
+    finite_float,
+    int_at_least,
+    load,
+    read_text_file,
+    resolve_model,
+    seed_type,
+)
 
 EPILOG = """\
 The procedure is gptlab.pretrained.evaluate_losses, i.e. the book's: the text is split
@@ -15,6 +26,12 @@ and again before evaluating, and every batch of both splits is averaged. The def
 are the book's (256/256/2/0.9/123); a model with a shorter context than 256 tokens is
 evaluated on windows of its full context unless --context-length says otherwise.
 
+Checked before the model is loaded: --train-ratio a finite number strictly between 0
+and 1, --seed in 0 ... 2**64 - 1 (what torch.manual_seed takes), --text readable UTF-8
+text, and the folder of --csv OUT writable (a file is created there and removed), so a
+long evaluation never ends in a file that cannot be written. OUT is replaced atomically
+with the permissions of any new file (0644 under umask 022).
+
 examples:
   gptlab evaluate --gpt2 124M --text ../shared/data/the-verdict.txt
   gptlab evaluate --model results/pretrain/checkpoint.pt --text the-verdict.txt --csv losses.csv
@@ -23,10 +40,7 @@ examples:
 
 
 def _ratio(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = finite_float(text)
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"{value} must be strictly between 0 and 1")
     return value
@@ -64,23 +78,34 @@ def register(subparsers, parent) -> None:
     p.add_argument(
         "--seed",
         metavar="S",
-        type=int_at_least(0),
+        type=seed_type(),
         default=123,
-        help="torch.manual_seed before loaders and loss",
+        help="torch.manual_seed before loaders and loss (0 ... 2**64-1)",
     )
     p.add_argument("--csv", metavar="OUT", type=Path, help="also write the table (full precision) as CSV")
     p.add_argument("--device", metavar="D", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
     p.set_defaults(run=run)
 
 
+def _check_csv(out: Path) -> None:
+    """Refuse an --csv path that cannot be written, before the evaluation rather than after it."""
+    from gptlab.io import check_writable
+
+    if out.is_dir():
+        raise Failure(f"--csv {out} is a folder; name the file to write, e.g. --csv {out / 'losses.csv'}")
+    try:
+        check_writable(out)
+    except PermissionError as err:
+        raise Failure(f"{err.strerror or err}; pass --csv a path in a folder you can write to") from None
+
+
 def run(args) -> int:
-    from gptlab.data import read_text
     from gptlab.pretrained import evaluate_losses, write_losses_csv
 
     path, label = resolve_model(args)
-    if not args.text.is_file():
-        raise Failure(f"--text {args.text} does not exist; pass a UTF-8 text file")
-    text = read_text(args.text)
+    if args.csv is not None:
+        _check_csv(args.csv)
+    text = read_text_file(args.text, "--text")
     model, device = load(path, args.device)
     context = model.pos_emb.num_embeddings
     max_length = args.context_length or min(256, context)

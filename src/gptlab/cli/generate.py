@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
 import codecs
 import sys
 from pathlib import Path
 
-from .common import Failure, Formatter, UsageError, add_model_source, int_at_least, load, resolve_model
+from .common import (
+    SEED_MAX,
+    Failure,
+    Formatter,
+    UsageError,
+    add_model_source,
+    finite_float,
+    int_at_least,
+    load,
+    read_text_file,
+    resolve_model,
+    seed_type,
+)
 
 DEFAULT_PROMPT = "Every effort moves you"
 ENDOFTEXT = "<|endoftext|>"
@@ -20,6 +31,10 @@ with SEED + i, so a sample does not depend on how many are drawn, nor on --strea
 With --temperature 0 decoding is greedy (no randomness). An empty prompt starts from
 {ENDOFTEXT}, as GPT-2's unconditional samples do.
 
+Checked before the model is loaded: --temperature >= 0 and --top-p in (0, 1], both
+finite (nan and inf are refused); --top-k >= 1; SEED + NUM_SAMPLES - 1 at most 2**64 - 1
+(the seed range of torch.manual_seed); the prompt file readable UTF-8 text.
+
 examples:
   gptlab generate --gpt2 124M --prompt "Every effort moves you" --max-new-tokens 25 \\
       --temperature 1.4 --top-k 25 --seed 123
@@ -27,13 +42,6 @@ examples:
   gptlab generate --model results/pretrain/checkpoint.pt --temperature 0 --max-new-tokens 50
   gptlab generate --model results/gpt2/355M --num-samples 3 --top-p 0.9 --seed 7
 """
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
 
 
 def register(subparsers, parent) -> None:
@@ -52,14 +60,22 @@ def register(subparsers, parent) -> None:
     )
     prompt.add_argument("--prompt-file", metavar="FILE", type=Path, help="read the prompt from FILE (UTF-8)")
     p.add_argument("--max-new-tokens", metavar="N", type=int_at_least(0), default=50, help="tokens to add")
-    p.add_argument("--temperature", metavar="T", type=_float, default=1.0, help="0 means greedy decoding")
+    p.add_argument(
+        "--temperature", metavar="T", type=finite_float, default=1.0, help="0 means greedy decoding"
+    )
     p.add_argument(
         "--top-k", metavar="K", type=int, default=None, help="sample among the K most likely tokens only"
     )
     p.add_argument(
-        "--top-p", metavar="P", type=_float, default=None, help="nucleus sampling: keep probability mass P"
+        "--top-p",
+        metavar="P",
+        type=finite_float,
+        default=None,
+        help="nucleus sampling: keep probability mass P",
     )
-    p.add_argument("--seed", metavar="S", type=int_at_least(0), default=123, help="seed of the first sample")
+    p.add_argument(
+        "--seed", metavar="S", type=seed_type(), default=123, help="seed of the first sample (0 ... 2**64-1)"
+    )
     p.add_argument("--num-samples", metavar="N", type=int_at_least(1), default=1, help="samples to draw")
     p.add_argument("--stop-at-eos", action="store_true", help=f"end a sample at {ENDOFTEXT}")
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
@@ -74,17 +90,19 @@ def _check_options(args) -> None:
         raise UsageError(f"--top-k {args.top_k} must be >= 1 (leave it out to sample from all tokens)")
     if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
         raise UsageError(f"--top-p {args.top_p} must be in (0, 1] (leave it out for no nucleus filtering)")
+    last = args.seed + args.num_samples - 1  # sample i is seeded with SEED + i
+    if last > SEED_MAX:
+        raise UsageError(
+            f"--seed {args.seed} with --num-samples {args.num_samples} would seed the last sample with "
+            f"{last}, beyond 2**64 - 1 = {SEED_MAX} (the largest seed torch takes); use --seed "
+            f"{SEED_MAX - args.num_samples + 1} or less"
+        )
 
 
 def _read_prompt(args) -> str:
     if args.prompt_file is None:
         return DEFAULT_PROMPT if args.prompt is None else args.prompt
-    try:
-        return args.prompt_file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise Failure(f"prompt file {args.prompt_file} does not exist") from None
-    except UnicodeDecodeError as err:
-        raise Failure(f"prompt file {args.prompt_file} is not UTF-8 text ({err.reason})") from None
+    return read_text_file(args.prompt_file, "--prompt-file")
 
 
 def run(args) -> int:

@@ -12,10 +12,13 @@ from .common import DEFAULT_GPT2_DIR, SAFETENSORS, SIZES, Failure, Formatter, in
 
 DOWNLOAD_EPILOG = f"""\
 The seven files of the release (checkpoint, encoder.json, hparams.json, model.ckpt.*,
-vocab.bpe) go to DIR, default {DEFAULT_GPT2_DIR}/SIZE/tf, each verified (OpenAI's known
-sizes for 124M and 355M, the server's Content-MD5, then a sha256 recorded in
-DIR/manifest.json) and resumed where an interrupted run stopped. Files already there
-are only re-hashed. This is gptlab.gpt2.download_gpt2, which the pipeline runs too.
+vocab.bpe) go to DIR, default {DEFAULT_GPT2_DIR}/SIZE/tf, resumed where an interrupted
+run stopped. Each is checked in transit (OpenAI's known sizes, the server's Content-MD5)
+and by its content before its sha256 is pinned in DIR/manifest.json: the vocabulary
+files against their known hashes, hparams.json parsed, the checkpoint index's block
+checksums and shapes, every tensor's CRC-32C in the data file. A file that fails is
+moved aside as FILE.bad and fetched anew by the next run. Files already pinned are only
+re-hashed. This is gptlab.gpt2.download_gpt2, which the pipeline runs too.
 
 Without --mirror, OpenAI's storage is tried first, then the book's backup mirror.
 Each --mirror URL replaces them (in the order given): a base holding SIZE/FILE, over
@@ -72,7 +75,8 @@ def register(subparsers, parent) -> None:
         "--check-known-sizes",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="check 124M/355M files against OpenAI's sizes (off for mirrors of other files, e.g. synthetic)",
+        help="check files and hparams.json against OpenAI's releases of SIZE (off for mirrors of other "
+        "files, e.g. synthetic ones); the content checks run either way",
     )
     p.add_argument("--retries", metavar="N", type=int_at_least(0), default=4, help="retries per URL and file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
