@@ -5,11 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 import shutil
 import time
-from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -204,31 +202,31 @@ def test_changing_a_sampling_setting_reruns_only_what_depends_on_it(study):
     assert jobs["sweep"] == len(MODELS) and jobs["render_report"] == 1
 
 
-def test_a_changed_local_corpus_reruns_everything_that_depends_on_it(study):
-    """``corpus.local_path`` is an input: a newer file reruns the download and all that follows."""
+def test_a_changed_local_corpus_reruns_everything_that_depends_on_it(study, tmp_path):
+    """``corpus.local_path`` is an input: editing the file reruns the download and all that reads it."""
+    from gptlab.download import VERDICT_SHA256
+
     workdir, config, _ = study
-    corpus = Path(yaml.safe_load(config.read_text())["corpus"]["local_path"])
-    before = corpus.stat()
-    later = time.time() + 10
-    try:
-        os.utime(corpus, (later, later))
-        dry = snakemake(workdir, "-n", "--configfile", str(config), timeout=300)
-    finally:
-        os.utime(corpus, ns=(before.st_atime_ns, before.st_mtime_ns))
+    again = tmp_path / "again"
+    shutil.copytree(workdir, again, symlinks=True, ignore=shutil.ignore_patterns("locks", "incomplete"))
+    copied_config = again / config.relative_to(workdir)
+    settings = yaml.safe_load(copied_config.read_text())
+    corpus = again / settings["corpus"]["local_path"]  # relative to the study's folder
+    corpus.write_text(corpus.read_text() + "\nOne more line.\n")
+    dry = snakemake(again, "-n", "--configfile", str(copied_config), timeout=300)
     assert dry.returncode == 0, dry.stderr[-3000:]
     jobs = job_counts(dry.stdout + dry.stderr)
     assert jobs["download_corpus"] == 1 and jobs["pretrain"] == 1 and jobs["resume"] == 1, jobs
     assert jobs["evaluate_losses"] == len(MODELS) and jobs["sweep"] == len(MODELS), jobs
     assert "download_gpt2" not in jobs and "convert_gpt2" not in jobs  # they do not read the text
-    # an edited text no longer has the configured sha256: refused before any job, naming the key
-    edited = workdir / "edited.txt"
-    edited.write_text(corpus.read_text() + "\nOne more line.\n")
-    changed = yaml.safe_load(config.read_text())
-    changed["corpus"]["local_path"] = str(edited)
-    (workdir / "edited.yaml").write_text(yaml.safe_dump(changed))
-    dry = snakemake(workdir, "-n", "--configfile", str(workdir / "edited.yaml"), timeout=300)
+
+    # with the Verdict's sha256 configured, the edited text is refused before any job, naming the key
+    settings["corpus"]["sha256"] = VERDICT_SHA256
+    checked = again / "checked.yaml"
+    checked.write_text(yaml.safe_dump(settings))
+    dry = snakemake(again, "-n", "--configfile", str(checked), timeout=300)
     assert dry.returncode != 0 and "config error at corpus.sha256" in dry.stdout + dry.stderr
-    sha = hashlib.sha256(edited.read_bytes()).hexdigest()
+    sha = hashlib.sha256(corpus.read_bytes()).hexdigest()
     assert f"set corpus.sha256 to {sha}" in dry.stdout + dry.stderr
 
 

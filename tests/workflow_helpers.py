@@ -61,9 +61,10 @@ def prepare_tiny_study(
     copy_workflow(workdir)
     verdict = REPO.parent / "shared" / "data" / "the-verdict.txt"
     if corpus_text is None and verdict.is_file():
-        # A copy in the scratch folder: tests may touch it without touching the shared file.
+        # A copy in the study's folder, named relative to it: tests may edit it (or a copy of the
+        # whole study) without touching the shared file. Like any text of one's own, no known hash.
         shutil.copy2(verdict, workdir / "the-verdict.txt")
-        corpus = {"local_path": str(workdir / "the-verdict.txt")}
+        corpus = {"local_path": "the-verdict.txt", "sha256": None}
     else:
         from tests.conftest import make_text
 

@@ -82,15 +82,15 @@ BENCH = "results/benchmarks"
 
 
 def corpus_urls():
-    """The local copy (as a file:// URL) when configured, else the download URL."""
+    """The local copy (a path, relative to the working directory or absolute) if set, else the URL."""
     local = config["corpus"]["local_path"]
-    return [Path(local).resolve().as_uri()] if local else [config["corpus"]["url"]]
+    return [local] if local else [config["corpus"]["url"]]
 
 
 def corpus_local_input():
     """The local copy as an input file, so that editing it reruns everything that depends on it."""
     local = config["corpus"]["local_path"]
-    return [str(Path(local).resolve())] if local else []
+    return [local] if local else []
 
 
 def train_epochs_total():
