@@ -10,17 +10,19 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
-
-
-rule all:
-    default_target: True
-    input:
-        all_targets(),
-
-
 include: "workflow/rules/data.smk"
 include: "workflow/rules/weights.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/sampling.smk"
 include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.pretrain.output.checkpoint,
+        rules.resume.output.checkpoint,
+        rules.plot_losses.output.png,
+        expand(rules.render_report.output.html, report=REPORT_INPUTS),
+        rules.verify_resume.output if config["resume"]["verify"] else [],

@@ -152,7 +152,7 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    from gptlab.artifacts import write_table
+    from gptlab.io import write_table
 
     print(f"\n{'variant':<24} {'median s':>10} {'min-max s':>20}")
     for r in rows:

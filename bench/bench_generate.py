@@ -27,8 +27,8 @@ import pandas as pd
 import torch
 from llms_from_scratch.ch05 import generate as book_generate
 
-from gptlab.artifacts import write_table
 from gptlab.generation import generate
+from gptlab.io import write_table
 from gptlab.model import GPT_CONFIG_124M, GPTModel
 
 REPO = Path(__file__).resolve().parents[1]

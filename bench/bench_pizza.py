@@ -20,7 +20,6 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from gptlab.artifacts import write_table
 from gptlab.experiments.pizza import (
     BOOK_TEMPERATURES,
     PIZZA_ID,
@@ -28,6 +27,7 @@ from gptlab.experiments.pizza import (
     sample_counts,
     toy_logits,
 )
+from gptlab.io import write_table
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 123

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import json
 import math
 import os
@@ -219,50 +218,22 @@ def book_run(threads: int) -> dict:
     """The book's 10-epoch Verdict run in fast mode; final losses and wall time."""
     import torch
 
-    from gptlab import book, pretrain
-    from gptlab.data import create_book_loaders
-    from gptlab.fast import fast_training
-    from gptlab.model import GPTModel
-    from gptlab.tokenizer import get_tokenizer
-    from gptlab.training import train_model
+    from gptlab.training.book import BOOK_MODEL_CONFIG, BOOK_SETTINGS
+    from gptlab.training.pretrain import pretrain
 
     if not VERDICT.is_file():
         raise SystemExit(f"--book-run needs The Verdict at {VERDICT} (kept outside the repository)")
     torch.set_num_threads(threads)
     text = VERDICT.read_text(encoding="utf-8")
-    s = book.BOOK_SETTINGS
     t0 = time.perf_counter()
-    if "fast" in inspect.signature(pretrain.pretrain).parameters:
-        _, _, state, _ = pretrain.pretrain(text, **s, fast=True, progress=False)
-        how = "pretrain(fast=True)"
-    else:  # the same set-up as pretrain(), with the model and optimizer from fast_training
-        tokenizer = get_tokenizer()
-        train_loader, val_loader = create_book_loaders(
-            text, s["train_ratio"], s["batch_size"], s["max_length"], s["stride"], seed=s["seed"]
-        )
-        torch.manual_seed(s["seed"])
-        model, optimizer, _ = fast_training(
-            GPTModel(s["model_config"]), dict(lr=s["learning_rate"], weight_decay=s["weight_decay"])
-        )
-        state = train_model(
-            model,
-            train_loader,
-            val_loader,
-            optimizer,
-            "cpu",
-            s["num_epochs"],
-            s["eval_freq"],
-            s["eval_iter"],
-            s["start_context"],
-            tokenizer,
-            progress=False,
-        )
-        how = "fast_training + train_model"
+    _, _, state, _ = pretrain(
+        text, model_config=BOOK_MODEL_CONFIG, config=BOOK_SETTINGS, fast=True, progress=False
+    )
     return {
         "final_train_loss": state.train_losses[-1],
         "final_val_loss": state.val_losses[-1],
         "wall_s": time.perf_counter() - t0,
-        "how": how,
+        "how": "pretrain(fast=True)",
         "last_sample": state.samples[-1],
     }
 
@@ -404,7 +375,7 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    from gptlab.artifacts import write_table
+    from gptlab.io import write_table
 
     load_before = os.getloadavg()
     peaks = [measure_peak(opts)]  # in this process: the workers are the ones whose RSS counts

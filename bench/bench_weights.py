@@ -220,7 +220,7 @@ def main(argv=None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     # Only now the heavy imports (see the module docstring).
-    from gptlab.artifacts import write_table
+    from gptlab.io import write_table
 
     frame, summary = summarize(raw, weight_bytes, shape)
     meta = {

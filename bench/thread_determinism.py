@@ -33,16 +33,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 VERDICT = REPO.parent / "shared" / "data" / "the-verdict.txt"
-BOOK_CONFIG = {
-    "vocab_size": 50257,
-    "context_length": 256,
-    "emb_dim": 768,
-    "n_heads": 12,
-    "n_layers": 12,
-    "drop_rate": 0.1,
-    "qkv_bias": False,
-}
-TINY_CONFIG = {**BOOK_CONFIG, "context_length": 64, "emb_dim": 64, "n_heads": 4, "n_layers": 2}
+# The model: the book's GPT_CONFIG_124M (256-token context), or a tiny one with --smoke.
+TINY_OVERRIDES = {"context_length": 64, "emb_dim": 64, "n_heads": 4, "n_layers": 2}
 
 
 def compute(threads: int, smoke: bool) -> dict:
@@ -53,11 +45,11 @@ def compute(threads: int, smoke: bool) -> dict:
     from gptlab.device import describe_machine
     from gptlab.generation import generate
     from gptlab.losses import calc_loss_batch, calc_loss_loader
-    from gptlab.model import GPTModel
+    from gptlab.model import GPT_CONFIG_124M, GPTModel
     from gptlab.tokenizer import get_tokenizer, text_to_token_ids
 
     torch.set_num_threads(threads)
-    cfg = TINY_CONFIG if smoke else BOOK_CONFIG
+    cfg = {**GPT_CONFIG_124M, **TINY_OVERRIDES} if smoke else GPT_CONFIG_124M
     text = read_text(VERDICT)
     if smoke:
         text = text[:6000]

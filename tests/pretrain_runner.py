@@ -1,6 +1,7 @@
-"""Run ``gptlab.pretrain`` in a fresh process (used by the resume tests).
+"""Run ``gptlab.training.pretrain.pretrain`` in a fresh process (used by the resume tests).
 
 usage: python pretrain_runner.py SETTINGS_JSON OUT_DIR
+SETTINGS_JSON: ``text_file`` and ``pretrain``'s keyword arguments (``TrainConfig`` fields among them).
 Writes OUT_DIR/final.pt (a gptlab checkpoint) and OUT_DIR/history.json.
 Exit status 3 when training was interrupted by a signal.
 """
@@ -9,9 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-from gptlab.checkpoint import save_checkpoint
-from gptlab.pretrain import pretrain
-from gptlab.training import TrainingInterrupted
+from gptlab.training.checkpoint import save_checkpoint
+from gptlab.training.loop import TrainingInterrupted
+from gptlab.training.pretrain import pretrain
 
 
 def main() -> int:

@@ -99,3 +99,15 @@ def test_unknown_benchmark_is_a_clear_error(tmp_path):
     result = run_all("--only", "nosuch", "--out-dir", str(tmp_path), timeout=120)
     assert result.returncode != 0
     assert "--only nosuch: no such benchmark; choose from" in result.stderr
+
+
+def test_thread_determinism_smoke_finds_repeats_identical(tmp_path):
+    """The thread-count measurement runs, names the machine, and repeats at one thread count agree."""
+    out = tmp_path / "threads.csv"
+    cmd = [sys.executable, str(BENCH / "thread_determinism.py"), "--smoke", "--out", str(out)]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    table = pd.read_csv(out)
+    assert set(table["computation"]) == {"initial_losses", "train_steps", "greedy", "sampled"}
+    assert table["repeat_identical"].all() and 1 in set(table["threads"])
+    assert "machine:" in done.stdout and out.with_suffix(".machine.json").is_file()

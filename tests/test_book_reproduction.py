@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from gptlab.book import BOOK_INITIAL_LOSSES, BOOK_LOSS_LINES, compare
+from gptlab.training.book import BOOK_INITIAL_LOSSES, BOOK_LOSS_LINES, compare
 from tests.conftest import VERDICT
 
 

@@ -3,7 +3,9 @@ import os
 import pytest
 import torch
 
-from gptlab.checkpoint import (
+from gptlab.io import atomic_write
+from gptlab.model import GPTModel
+from gptlab.training.checkpoint import (
     DIGEST,
     CheckpointError,
     capture_rng_state,
@@ -14,8 +16,6 @@ from gptlab.checkpoint import (
     save_book_checkpoint,
     save_checkpoint,
 )
-from gptlab.io import atomic_write
-from gptlab.model import GPTModel
 from tests.conftest import TINY_CONFIG as TINY
 
 
@@ -164,7 +164,7 @@ def test_rng_state_round_trip():
 
 SAVER = """
 import sys, torch
-from gptlab.checkpoint import save_checkpoint
+from gptlab.training.checkpoint import save_checkpoint
 from gptlab.model import GPTModel
 from tests.conftest import TINY_CONFIG
 models = []

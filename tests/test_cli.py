@@ -27,13 +27,14 @@ import pandas as pd
 import pytest
 import torch
 
-from gptlab.checkpoint import save_checkpoint
 from gptlab.cli import main
+from gptlab.experiments.common import load_model
+from gptlab.experiments.losses import evaluate_losses
 from gptlab.generation import generate, generate_text_simple
 from gptlab.gpt2 import FILENAMES, load_gpt2
-from gptlab.pretrained import evaluate_losses, load_model
 from gptlab.testing import FileServer
 from gptlab.tokenizer import get_tokenizer
+from gptlab.training.checkpoint import save_checkpoint
 from tests.conftest import EXPERIMENT_CONFIG, make_model, make_text
 from tests.gpt2_fixtures import converted, synthetic_ckpt  # noqa: F401  (fixtures)
 
@@ -335,7 +336,7 @@ def test_evaluate_prints_evaluate_losses(ckpt, text_file, tmp_path, capsys):
 
 
 def test_inspect_checkpoint(ckpt, capsys):
-    from gptlab.checkpoint import integrity, load_checkpoint
+    from gptlab.training.checkpoint import integrity, load_checkpoint
 
     assert not ckpt.with_name("tiny.pt.sha256").exists()  # the digest is inside the file
     code, out, _ = cli("inspect", ckpt, capsys=capsys)
@@ -583,7 +584,7 @@ def test_a_release_downloaded_but_not_converted_says_so(empty_dir, capsys):
 
 
 def test_debug_shows_the_exception(empty_dir):
-    from gptlab.checkpoint import CheckpointError
+    from gptlab.training.checkpoint import CheckpointError
 
     damaged = empty_dir / "damaged.pt"
     damaged.write_bytes(b"not a checkpoint")

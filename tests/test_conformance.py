@@ -28,7 +28,7 @@ from gptlab.generation import generate
 from gptlab.losses import evaluate_model
 from gptlab.model import GPTModel
 from gptlab.tokenizer import get_tokenizer
-from gptlab.training import train_model, train_model_simple
+from gptlab.training.loop import train_model, train_model_simple
 
 book_ch04 = pytest.importorskip(
     "llms_from_scratch.ch04", reason="the book's package (llms-from-scratch) is not installed"

@@ -20,7 +20,7 @@ import torch
 from safetensors import safe_open
 
 from gptlab.gpt2 import load_gpt2, verify_gpt2_file
-from gptlab.gpt2_params import tf_variable_shapes
+from gptlab.gpt2.layout import tf_variable_shapes
 from gptlab.testing import FileServer
 from gptlab.tokenizer import ENCODER_JSON_SHA256, VOCAB_BPE_SHA256, get_tokenizer
 from tests.gpt2_fixtures import (  # noqa: F401  (fixtures)
@@ -344,9 +344,9 @@ def test_file_damaged_after_download_is_unpinned_and_fetched_again(mirror, tmp_p
     from gptlab.gpt2 import download_gpt2, read_manifest
 
     folder = tmp_path / "gpt2" / "124M" / "tf"
-    options = dict(backup_base_url=None, check_known_sizes=False, progress=False, backoff=0)
+    options = dict(check_known_sizes=False, progress=False, backoff=0)
     with FileServer(mirror) as server:
-        download_gpt2("124M", folder, base_url=server.base_url, **options)
+        download_gpt2("124M", folder, [server.base_url], **options)
         flip_byte(folder / name)  # damage on disk after the download verified it
         with pytest.raises(ValueError) as info:
             convert_tf_checkpoint(folder, tmp_path / "model.safetensors")
@@ -363,7 +363,7 @@ def test_file_damaged_after_download_is_unpinned_and_fetched_again(mirror, tmp_p
         assert not (tmp_path / "model.safetensors").exists()
 
         n = len(server.requests)
-        download_gpt2("124M", folder, base_url=server.base_url, **options)
+        download_gpt2("124M", folder, [server.base_url], **options)
         assert [path for path, _, _ in server.requests[n:]] == [f"124M/{name}"]
     assert len(read_manifest(folder)["files"]) == 7
     out = convert_tf_checkpoint(folder, tmp_path / "model.safetensors")
@@ -376,16 +376,16 @@ def test_file_missing_after_download_is_fetched_again(mirror, tmp_path, name):
     from gptlab.gpt2 import download_gpt2, read_manifest
 
     folder = tmp_path / "tf"
-    options = dict(backup_base_url=None, check_known_sizes=False, progress=False, backoff=0)
+    options = dict(check_known_sizes=False, progress=False, backoff=0)
     with FileServer(mirror) as server:
-        download_gpt2("124M", folder, base_url=server.base_url, **options)
+        download_gpt2("124M", folder, [server.base_url], **options)
         (folder / name).unlink()
         message = f"{folder / name} is missing. Nothing was moved and {folder / 'manifest.json'} removed"
         with pytest.raises(FileNotFoundError, match=re.escape(message)):
             convert_tf_checkpoint(folder)
         assert read_manifest(folder) is None
         n = len(server.requests)
-        download_gpt2("124M", folder, base_url=server.base_url, **options)
+        download_gpt2("124M", folder, [server.base_url], **options)
         assert [path for path, _, _ in server.requests[n:]] == [f"124M/{name}"]
     assert convert_tf_checkpoint(folder).is_file()
 

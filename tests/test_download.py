@@ -160,7 +160,7 @@ def test_404_on_primary_falls_back_to_backup(served, tmp_path):
     assert [(p, s) for p, _, s in server.requests] == [("blob.bin", 404), ("mirror/blob.bin", 200)]
 
 
-def test_all_urls_failing_raises_naming_each_and_the_remedy(served, tmp_path):
+def test_all_urls_failing_raises_naming_each_and_what_helps(served, tmp_path):
     root, _, _ = served
     dest = tmp_path / "blob.bin"
     with FileServer(root, missing={"blob.bin"}) as server:
@@ -231,3 +231,22 @@ def test_full_disk_stops_at_once_naming_the_path_and_keeps_what_arrived(served, 
     assert "run again" in str(err.value)
     part = disk / "blob.bin.part"
     assert 0 < part.stat().st_size < SIZE and part.read_bytes() == data[: part.stat().st_size]
+
+
+def test_callers_add_their_advice_to_a_download_error(tmp_path):
+    import pickle
+
+    with pytest.raises(DownloadError) as info:
+        download_file([(tmp_path / "absent").as_uri()], tmp_path / "x.bin", retries=0, **FAST)
+    err = info.value
+    assert err.failure == f"could not download x.bin to {tmp_path / 'x.bin'}."
+    assert err.tried == (f"{(tmp_path / 'absent').as_uri()}: {tmp_path / 'absent'} does not exist",)
+    generic = err.advice
+    assert len(generic) == 1 and "copy a verified file to" in generic[0]
+    assert err.advise("set corpus.url") is err and err.advice == ("set corpus.url", *generic)
+    assert str(err).endswith(f"\nFix: set corpus.url; or {generic[0]}")
+    assert str(err).startswith(f"{err.failure} Tried:\n  {err.tried[0]}\n")
+    assert str(pickle.loads(pickle.dumps(err))) == str(err)
+    err.advise("only this", replace=True)
+    assert err.advice == ("only this",) and str(err).endswith("\nFix: only this")
+    assert str(DownloadError("plain")) == "plain"

@@ -7,6 +7,10 @@ import pytest
 import torch
 
 from gptlab.experiments import determinism, figures, pizza, sizes, sweep
+from gptlab.experiments.determinism import DeterminismGrid
+from gptlab.experiments.sizes import SizesGrid
+from gptlab.experiments.sweep import SweepGrid
+from gptlab.io import save_figure
 from gptlab.tokenizer import get_tokenizer
 from tests.conftest import make_model
 
@@ -14,6 +18,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def save(fig, stem):
+    return save_figure(fig, [stem.with_suffix(".png"), stem.with_suffix(".pdf")])
 
 
 def assert_written(paths, stem):
@@ -35,11 +43,13 @@ def tables(tmp_path_factory):
         out / "rec.csv",
         models,
         tok,
-        ["Every effort moves you"],
-        temperatures=(0.0, 1.0, 2.0),
-        top_ks=(1, 5, None),
-        seeds=(1, 2),
-        max_new_tokens=4,
+        SweepGrid(
+            ["Every effort moves you"],
+            temperatures=(0.0, 1.0, 2.0),
+            top_ks=(1, 5, None),
+            seeds=(1, 2),
+            max_new_tokens=4,
+        ),
         train_text="Every effort moves you toward the studio.",
     )
     losses = pd.DataFrame({"model": ["a", "b"], "train_loss": [9.1, 9.3], "val_loss": [9.4, 9.6]})
@@ -49,9 +59,7 @@ def tables(tmp_path_factory):
         out / "side.csv",
         models,
         tok,
-        ["Hello"],
-        seeds=(1, 2),
-        max_new_tokens=4,
+        SizesGrid(["Hello"], seeds=(1, 2), max_new_tokens=4),
         losses=losses,
     )
     small = make_model(seed=None, vocab_size=97, context_length=16)
@@ -59,10 +67,7 @@ def tables(tmp_path_factory):
         out / "det.csv",
         small,
         torch.tensor([[1, 2]]),
-        max_new_tokens=3,
-        top_ks=(None, 1),
-        batch_sizes=(1, 2),
-        runs=2,
+        grid=DeterminismGrid(max_new_tokens=3, top_ks=(None, 1), batch_sizes=(1, 2), runs=2),
     )
     pizza.write_pizza_sweep(out / "pizza.csv", temperatures=[0.1, 1.0, 5.0], num_draws=300)
     pizza.write_next_token_probabilities(
@@ -72,13 +77,11 @@ def tables(tmp_path_factory):
 
 
 def test_toy_distributions(tmp_path):
-    assert_written(figures.save(figures.plot_toy_distributions(), tmp_path / "toy"), tmp_path / "toy")
+    assert_written(save(figures.plot_toy_distributions(), tmp_path / "toy"), tmp_path / "toy")
 
 
 def test_pizza_sweep_figure_from_csv(tables, tmp_path):
-    assert_written(
-        figures.save(figures.plot_pizza_sweep(tables / "pizza.csv"), tmp_path / "p"), tmp_path / "p"
-    )
+    assert_written(save(figures.plot_pizza_sweep(tables / "pizza.csv"), tmp_path / "p"), tmp_path / "p")
     with pytest.raises(ValueError, match="token 'pasta'"):
         figures.plot_pizza_sweep(tables / "pizza.csv", token="pasta")
 
@@ -86,7 +89,7 @@ def test_pizza_sweep_figure_from_csv(tables, tmp_path):
 def test_next_token_probability_figure(tables, tmp_path):
     fig = figures.plot_next_token_probability(tables / "next.csv")
     assert len(fig.axes) == 2  # one panel per prompt
-    assert_written(figures.save(fig, tmp_path / "n"), tmp_path / "n")
+    assert_written(save(fig, tmp_path / "n"), tmp_path / "n")
 
 
 def test_one_heatmap_per_metric(tables, tmp_path):
@@ -105,11 +108,11 @@ def test_one_heatmap_per_metric(tables, tmp_path):
 
 def test_determinism_table_figure(tables, tmp_path):
     stem = tmp_path / "det"
-    assert_written(figures.save(figures.plot_determinism_table(tables / "det.csv"), stem), stem)
+    assert_written(save(figures.plot_determinism_table(tables / "det.csv"), stem), stem)
 
 
 def test_size_comparison_bars_include_losses(tables, tmp_path):
     fig = figures.plot_size_comparison(tables / "summary.csv")
     titles = [ax.get_title() for ax in fig.axes]
     assert "training loss" in titles and "validation loss" in titles and "distinct-1" in titles
-    assert_written(figures.save(fig, tmp_path / "s"), tmp_path / "s")
+    assert_written(save(fig, tmp_path / "s"), tmp_path / "s")

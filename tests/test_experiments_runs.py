@@ -9,7 +9,11 @@ import pytest
 import torch
 from llms_from_scratch.ch05 import generate as book_generate
 
-from gptlab.experiments import determinism, sizes, sweep
+from gptlab.experiments import determinism, sampling, sizes, sweep
+from gptlab.experiments.determinism import DeterminismGrid
+from gptlab.experiments.sampling import SamplingGrid
+from gptlab.experiments.sizes import SizesGrid
+from gptlab.experiments.sweep import SweepGrid
 from gptlab.generation import generate_text_simple
 from gptlab.tokenizer import get_tokenizer
 from tests.conftest import make_model
@@ -34,7 +38,8 @@ def generations(tiny, tok):
     # The training text contains the greedy continuation, so greedy rows must report copying it.
     greedy = generate_text_simple(tiny, torch.tensor([tok.encode(PROMPT)]), 8, 64)[0, 4:].tolist()
     train_text = "It was a quiet studio." + tok.decode(greedy) + " The end."
-    df = sweep.run_generations({"tiny": tiny}, tok, [PROMPT], SETTINGS, [1, 2], 8, train_text, batch_size=4)
+    grid = SamplingGrid([PROMPT], SETTINGS, seeds=[1, 2], max_new_tokens=8, batch_size=4)
+    df = sampling.run_generations({"tiny": tiny}, tok, grid, train_text)
     return df, greedy, train_text
 
 
@@ -43,7 +48,7 @@ def generations(tiny, tok):
 
 def test_generation_table_columns_and_metrics(generations, tok):
     df, greedy, train_text = generations
-    assert list(df.columns) == sweep.GENERATION_COLUMNS and len(df) == len(SETTINGS) * 2
+    assert list(df.columns) == sampling.GENERATION_COLUMNS and len(df) == len(SETTINGS) * 2
     assert df["top_k_label"].tolist() == ["all", "all", "5", "5", "all", "all"]
     g = df[df["temperature"] == 0.0]
     assert g["text"].nunique() == 1 and g["token_ids"].iloc[0] == " ".join(map(str, greedy))
@@ -60,9 +65,8 @@ def test_generation_table_columns_and_metrics(generations, tok):
 
 def test_rows_do_not_depend_on_batch_size(generations, tiny, tok, capsys):
     df, _, train_text = generations
-    again = sweep.run_generations(
-        {"tiny": tiny}, tok, [PROMPT], SETTINGS, [1, 2], 8, train_text, batch_size=1
-    )
+    grid = SamplingGrid([PROMPT], SETTINGS, seeds=[1, 2], max_new_tokens=8, batch_size=1)
+    again = sampling.run_generations({"tiny": tiny}, tok, grid, train_text)
     # A progress bar on stderr, one tick per batch of rows (here one row each).
     assert f"{len(df)}/{len(df)}" in capsys.readouterr().err
     pd.testing.assert_frame_equal(df.drop(columns="mean_logprob"), again.drop(columns="mean_logprob"))
@@ -116,11 +120,7 @@ def test_write_sweep(tmp_path, tiny, tok):
         *paths,
         {"tiny": tiny},
         tok,
-        [PROMPT],
-        temperatures=(0.0, 1.0),
-        top_ks=(1, None),
-        seeds=(3, 4),
-        max_new_tokens=5,
+        SweepGrid([PROMPT], temperatures=(0.0, 1.0), top_ks=(1, None), seeds=(3, 4), max_new_tokens=5),
     )
     assert len(gens) == 2 * 2 * 2 and len(cells) == 4 and len(rec) >= 4
     for path, df in zip(paths, (gens, cells, rec), strict=True):
@@ -129,9 +129,13 @@ def test_write_sweep(tmp_path, tiny, tok):
         assert meta["seeds"] == [3, 4] and meta["config"]["top_ks"] == ["1", "all"]
         assert meta["models"]["tiny"]["config"]["emb_dim"] == 32 and "torch" in meta["versions"]
     with pytest.raises(ValueError, match="top_k=0"):
-        sweep.run_generations({"tiny": tiny}, tok, [PROMPT], [(1.0, 0)], [1], 3)
+        SweepGrid([PROMPT], top_ks=(0,))
+    with pytest.raises(ValueError, match="temperature=-1.0"):
+        SamplingGrid([PROMPT], [(-1, None)])
     with pytest.raises(ValueError, match="seeds is empty"):
-        sweep.run_generations({"tiny": tiny}, tok, [PROMPT], [(1.0, None)], [], 3)
+        SamplingGrid([PROMPT], [(1.0, None)], seeds=[])
+    with pytest.raises(ValueError, match="prompts is empty"):
+        SizesGrid([])
 
 
 # ---------------------------------------------------------------- 5.3
@@ -140,14 +144,8 @@ def test_write_sweep(tmp_path, tiny, tok):
 def test_determinism_audit_runs_the_matrix():
     model = make_model(vocab_size=97, context_length=16)
     idx = torch.tensor([[1, 2, 3]])
-    df = determinism.determinism_audit(
-        model,
-        idx,
-        max_new_tokens=6,
-        top_ks=(None, 1, 5),
-        batch_sizes=(1, 3),
-        runs=2,
-    )
+    grid = DeterminismGrid(max_new_tokens=6, top_ks=(None, 1, 5), batch_sizes=(1, 3), runs=2)
+    df = determinism.determinism_audit(model, idx, grid)
     assert list(df.columns) == determinism.COLUMNS and len(df) == 2 * 3 * 2 * 2 * 2
     assert df["as_expected"].all(), df[~df["as_expected"]]
     greedy = df[(df["temperature"] == 0) | (df["top_k_label"] == "1")]
@@ -158,7 +156,11 @@ def test_determinism_audit_runs_the_matrix():
     assert not sampled[sampled["seeding"] == "different"]["identical_across_runs"].any()
     assert df[df["rng"] == "per_row"]["batch_invariant"].all()
     with pytest.raises(ValueError, match="runs=1"):
-        determinism.determinism_audit(model, idx, runs=1)
+        DeterminismGrid(runs=1)
+    with pytest.raises(ValueError, match="rngs has \\['shared'\\]"):
+        DeterminismGrid(rngs=("global", "shared"))
+    with pytest.raises(ValueError, match="one prompt"):
+        determinism.determinism_audit(model, idx.expand(2, -1), grid)
 
 
 def test_write_determinism(tmp_path):
@@ -168,14 +170,12 @@ def test_write_determinism(tmp_path):
         model,
         torch.tensor([[1, 2]]),
         "small",
-        max_new_tokens=4,
-        top_ks=(None,),
-        batch_sizes=(2,),
-        runs=2,
+        DeterminismGrid(max_new_tokens=4, top_ks=(None,), batch_sizes=(2,), runs=2),
     )
     back = pd.read_csv(tmp_path / "det.csv")
     assert list(back.columns) == ["model", *determinism.COLUMNS] and len(back) == len(df) == 2 * 2 * 2
-    assert json.loads((tmp_path / "det.meta.json").read_text())["config"]["runs"] == 2
+    config = json.loads((tmp_path / "det.meta.json").read_text())["config"]
+    assert config["runs"] == 2 and config["prompt_ids"] == [1, 2] and config["top_ks"] == ["all"]
 
 
 # ---------------------------------------------------------------- 5.6
@@ -188,9 +188,8 @@ def two_sizes(tiny):
 
 def test_compare_sizes_same_seeds_side_by_side_and_losses(two_sizes, tok):
     losses = pd.DataFrame({"model": ["small", "large"], "train_loss": [9.0, 8.0], "val_loss": [9.5, 8.7]})
-    gens, summary, wide = sizes.compare_sizes(
-        two_sizes, tok, [PROMPT], [(1.5, 50)], (123, 5), 6, losses=losses
-    )
+    grid = SizesGrid([PROMPT], [(1.5, 50)], seeds=(123, 5), max_new_tokens=6)
+    gens, summary, wide = sizes.compare_sizes(two_sizes, tok, grid, losses=losses)
     assert len(gens) == 4 and list(wide.columns) == [*sizes.SIDE_KEYS, "text[small]", "text[large]"]
     assert summary["model"].tolist() == ["small", "large"]
     assert summary["parameters"].tolist() == [
@@ -211,8 +210,11 @@ def test_compare_sizes_same_seeds_side_by_side_and_losses(two_sizes, tok):
 
 def test_write_sizes_and_book_reference(tmp_path, two_sizes, tok):
     paths = [tmp_path / n for n in ("gen.csv", "summary.csv", "side.csv")]
-    sizes.write_sizes(*paths, two_sizes, tok, [PROMPT, "I had always"], seeds=(1,), max_new_tokens=4)
+    grid = SizesGrid([PROMPT, "I had always"], seeds=(1,), max_new_tokens=4)
+    sizes.write_sizes(*paths, two_sizes, tok, grid)
     assert len(pd.read_csv(paths[2])) == 2 and all(p.with_name(p.stem + ".meta.json").exists() for p in paths)
+    meta = json.loads((tmp_path / "gen.meta.json").read_text())
+    assert meta["seeds"] == [1] and meta["config"]["settings"] == [{"temperature": 1.5, "top_k": "50"}]
     ref = sizes.check_book_reference(two_sizes["small"], tok, "124M")
     assert ref["text"].startswith(PROMPT) and ref["matches_book"] is False  # random weights, not GPT-2
     with pytest.raises(ValueError, match="size='7B'"):

@@ -204,21 +204,13 @@ def test_joined_evaluation_keeps_the_books_per_batch_average(tiny_config):
 
 
 def test_study_passes_the_fast_switch_to_training(tmp_path, tiny_config, small_text):
-    from gptlab.checkpoint import load_checkpoint
-    from gptlab.study import run_pretraining
+    from gptlab.study.runs import run_pretraining
+    from gptlab.training.checkpoint import load_checkpoint
+    from gptlab.training.config import TrainConfig
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(small_text)
-    data = dict(train_ratio=0.9, batch_size=2, max_length=16, stride=16)
-    training = dict(
-        num_epochs=1,
-        seed=123,
-        learning_rate=4e-4,
-        weight_decay=0.1,
-        eval_freq=50,
-        eval_iter=1,
-        start_context="Every effort moves you",
-    )
+    config = TrainConfig(num_epochs=1, max_length=16, eval_freq=50, eval_iter=1)
     for mode in (False, True):
         ckpt = tmp_path / f"{mode}.pt"
         outputs = (ckpt, tmp_path / f"{mode}.tsv", tmp_path / f"{mode}_samples.tsv")
@@ -226,8 +218,7 @@ def test_study_passes_the_fast_switch_to_training(tmp_path, tiny_config, small_t
             corpus,
             *outputs,
             model_config=tiny_config,
-            data=data,
-            training={**training, "fast": mode},
+            config=config.replace(fast=mode),
             device="cpu",
             threads=1,
         )

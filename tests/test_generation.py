@@ -10,6 +10,7 @@ from gptlab.generation import (
     RowSetting,
     apply_top_k,
     apply_top_p,
+    check_setting,
     generate,
     generate_rows,
     generate_text_simple,
@@ -181,7 +182,28 @@ def test_bad_arguments_are_named(model):
         generate(model, PROMPT, 3, ctx, -1)
     with pytest.raises(ValueError, match="top_k=0"):
         generate_rows(model, PROMPT, 3, ctx, [RowSetting(1.0, 0, None, 1)])
-    with pytest.raises(ValueError, match="seed '1'"):
+    with pytest.raises(ValueError, match="seed='1'"):
         generate(model, PROMPT, 3, ctx, 1.0, seeds=["1"])
     with pytest.raises(ValueError, match="max_new_tokens=-2"):
         generate(model, PROMPT, -2, ctx)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"temperature": float("nan")}, "temperature=nan"),
+        ({"top_k": 2.5}, "top_k=2.5 must be a positive integer"),
+        ({"top_k": True}, "top_k=True"),
+        ({"top_p": 0.0}, r"top_p=0.0 must be in \(0, 1\]"),
+        ({"seed": 1.0}, "seed=1.0 must be an int"),
+    ],
+)
+def test_settings_are_checked_in_one_place_before_decoding(model, setting, message):
+    with pytest.raises(ValueError, match=message):
+        check_setting(**setting)
+    with pytest.raises(ValueError, match=message):
+        generate_rows(model, PROMPT, 0, 8, [RowSetting(**setting)])  # checked before any token
+    seed = setting.pop("seed", None)
+    with pytest.raises(ValueError, match=message):
+        generate(model, PROMPT, 0, 8, seeds=None if seed is None else [seed], **setting)
+    assert check_setting(0.5, 3, 0.9, 7) == RowSetting(0.5, 3, 0.9, 7)

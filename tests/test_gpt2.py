@@ -43,7 +43,7 @@ def mirrors(synthetic_ckpt, tmp_path):
 
 
 def _bases(server):
-    return dict(base_url=server.url("primary"), backup_base_url=server.url("backup"))
+    return dict(base_urls=[server.url("primary"), server.url("backup")])
 
 
 def test_download_writes_verified_files_and_manifest(mirrors, tmp_path, synthetic_ckpt):
@@ -135,7 +135,7 @@ def test_cut_connection_on_the_big_file_resumes(mirrors, tmp_path, synthetic_ckp
     assert ranges == [None, "bytes=2000000-", "bytes=4000000-", "bytes=6000000-"]
 
 
-def test_both_mirrors_failing_names_urls_and_remedy(mirrors, tmp_path):
+def test_both_mirrors_failing_names_urls_and_what_helps(mirrors, tmp_path):
     dest = tmp_path / SIZE
     with FileServer(mirrors, missing={f"{m}/{SIZE}/checkpoint" for m in ("primary", "backup")}) as server:
         with pytest.raises(DownloadError) as info:
@@ -143,7 +143,12 @@ def test_both_mirrors_failing_names_urls_and_remedy(mirrors, tmp_path):
     message = str(info.value)
     assert server.url(f"primary/{SIZE}/checkpoint") in message
     assert server.url(f"backup/{SIZE}/checkpoint") in message
-    assert "base_url / backup_base_url" in message and "file://" in message
+    # what generally helps for a release (not download_file's advice for a single file) ...
+    assert f"use another mirror (https://, http:// or file:// of a folder holding {SIZE}/<file>)" in message
+    assert f"into {dest} yourself" in message and "copy a verified file" not in message
+    # ... and a caller adds where its mirrors are set, first
+    assert info.value.advise("set gpt2.base_urls").advice[0] == "set gpt2.base_urls"
+    assert "\nFix: set gpt2.base_urls; or check the network connection" in str(info.value)
     assert not (dest / "checkpoint").exists()  # the first file: nothing verified, nothing pinned
     assert not (dest / "manifest.json").exists()
 
@@ -162,8 +167,11 @@ def test_files_verified_before_a_failure_are_pinned(mirrors, tmp_path):
 
 
 def test_file_url_mirror_for_offline_use(mirrors, tmp_path, synthetic_ckpt):
-    dest = download_gpt2(SIZE, tmp_path / SIZE, base_url=(mirrors / "primary").as_uri(), **FAST)
+    dest = download_gpt2(SIZE, tmp_path / SIZE, [(mirrors / "primary").as_uri()], **FAST)
     assert (dest / "vocab.bpe").read_bytes() == (synthetic_ckpt / "vocab.bpe").read_bytes()
+    # one base URL, not in a list, works too
+    again = download_gpt2(SIZE, tmp_path / "again", (mirrors / "backup").as_uri(), **FAST)
+    assert {e["url"].split("/")[-3] for e in read_manifest(again)["files"].values()} == {"backup"}
 
 
 def test_bad_arguments(tmp_path):
@@ -175,6 +183,8 @@ def test_bad_arguments(tmp_path):
     (tmp_path / "manifest.json").write_text("{broken")
     with pytest.raises(ValueError, match="not valid JSON"):
         download_gpt2("124M", tmp_path)
+    with pytest.raises(ValueError, match="no base URL given for GPT-2 124M"):
+        download_gpt2("124M", tmp_path / "empty", [])
 
 
 def test_book_api_gives_the_same_logits_as_load_gpt2(mirrors, tmp_path, converted):
@@ -238,7 +248,7 @@ def test_load_gpt2_builds_the_model_from_hparams(converted):
 
 
 def _tf_shapes():
-    from gptlab.gpt2_params import tf_variable_shapes
+    from gptlab.gpt2.layout import tf_variable_shapes
 
     return list(tf_variable_shapes(TINY).values())
 
@@ -298,12 +308,18 @@ def test_manifest_records_how_each_file_was_verified(mirrors, tmp_path):
 def test_corrupted_transfer_without_content_md5_is_caught_before_pinning(mirrors, tmp_path, synthetic_ckpt):
     """A flipped byte that no Content-MD5 reveals: the tensor checksums do, and nothing is pinned."""
     dest = tmp_path / SIZE
-    with FileServer(mirrors, content_md5=False, corrupt={f"primary/{SIZE}/{DATA}"}) as server:
+    both = {f"{m}/{SIZE}/{DATA}" for m in ("primary", "backup")}
+    with FileServer(mirrors, content_md5=False, corrupt=both) as server:
         with pytest.raises(DownloadError) as info:
             download_gpt2(SIZE, dest, **_bases(server), **FAST)
         message = str(info.value)
-        assert f"{DATA} downloaded from {server.url(f'primary/{SIZE}/{DATA}')}" in message
-        assert "fails its check (tensor-bundle crc32c of every tensor, size): tensor model/" in message
+        assert message.startswith(f"no copy of {DATA} passes its check, so none was pinned in manifest.json")
+        for mirror in ("primary", "backup"):
+            url = server.url(f"{mirror}/{SIZE}/{DATA}")
+            assert (
+                f"{url}: fails its check (tensor-bundle crc32c of every tensor, size): tensor model/"
+                in message
+            )
         assert "the index records" in message and "Run the download again to fetch it anew" in message
         assert f"moved to {dest / DATA}.bad" in message
         assert not (dest / DATA).exists() and (dest / f"{DATA}.bad").is_file()
@@ -319,6 +335,36 @@ def test_corrupted_transfer_without_content_md5_is_caught_before_pinning(mirrors
         ]
     assert (dest / DATA).read_bytes() == (synthetic_ckpt / DATA).read_bytes()
     assert set(read_manifest(dest)["files"]) == set(FILENAMES)
+
+
+def test_a_damaged_copy_from_one_mirror_is_fetched_from_the_next(mirrors, tmp_path, synthetic_ckpt, capsys):
+    dest = tmp_path / SIZE
+    with FileServer(mirrors, corrupt={f"primary/{SIZE}/{DATA}"}) as server:
+        download_gpt2(SIZE, dest, **_bases(server), **FAST)
+    assert (dest / DATA).read_bytes() == (synthetic_ckpt / DATA).read_bytes()
+    files = read_manifest(dest)["files"]
+    assert files[DATA]["url"] == server.url(f"backup/{SIZE}/{DATA}")
+    assert {e["url"] for n, e in files.items() if n != DATA} == {
+        server.url(f"primary/{SIZE}/{n}") for n in FILENAMES if n != DATA
+    }
+    log = capsys.readouterr().err
+    assert f"{dest / DATA} from {server.url(f'primary/{SIZE}/{DATA}')} fails its check" in log
+    assert "trying the next mirror" in log
+
+
+def test_every_mirror_tried_is_named_when_none_serves_a_good_copy(mirrors, tmp_path):
+    """One mirror's copy fails its check, the next has none: the error names both, and why."""
+    dest = tmp_path / SIZE
+    with FileServer(
+        mirrors, corrupt={f"primary/{SIZE}/hparams.json"}, missing={f"backup/{SIZE}/hparams.json"}
+    ) as server:
+        with pytest.raises(DownloadError) as info:
+            download_gpt2(SIZE, dest, **_bases(server), **FAST)
+    message = str(info.value)
+    assert f"could not download hparams.json to {dest / 'hparams.json'}" in message
+    assert f"{server.url(f'primary/{SIZE}/hparams.json')}: fails its check (parsed): " in message
+    assert f"{server.url(f'backup/{SIZE}/hparams.json')}: HTTP 404" in message
+    assert "use another mirror" in message
 
 
 @pytest.mark.parametrize(
@@ -403,3 +449,38 @@ def test_manifest_mode_follows_the_umask(mirrors, tmp_path, umask):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / SIZE / "manifest.json").stat().st_mode) == 0o666 & ~umask
+
+
+# --------------------------------------------------------------------------- the package's structure
+
+
+def _sibling_imports(module) -> set[str]:
+    """The modules of gptlab.gpt2 that ``module`` imports, anywhere in it (inside functions too)."""
+    import ast
+    import inspect
+
+    names = set()
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            names |= {node.module} if node.module else {alias.name for alias in node.names}
+    return names
+
+
+def test_modules_depend_one_way_and_only_tf_imports_tensorflow():
+    import importlib
+    import inspect
+
+    order = ("layout", "bundle", "fetch", "tf", "load")  # each may import only those before it
+    for i, name in enumerate(order):
+        module = importlib.import_module(f"gptlab.gpt2.{name}")
+        assert _sibling_imports(module) <= set(order[:i]), name
+        assert ("import tensorflow" in inspect.getsource(module)) == (name == "tf"), name
+
+
+def test_gptlab_convert_is_the_tf_module_under_its_old_name():
+    from gptlab import convert
+    from gptlab.gpt2 import tf
+
+    for name in tf.__all__:
+        assert getattr(convert, name) is getattr(tf, name), name
+    assert convert.SAFETENSORS == "model.safetensors" and convert.FORMAT == "gptlab-gpt2"

@@ -25,8 +25,8 @@ def umask():
 
 @pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
 def test_written_files_follow_the_umask(tmp_path, umask, mask):
-    from gptlab.artifacts import write_table
-    from gptlab.pretrained import write_losses_csv
+    from gptlab.experiments.losses import write_losses_csv
+    from gptlab.io import write_table
 
     umask(mask)
     frame = pd.DataFrame(
@@ -56,8 +56,8 @@ def test_written_files_follow_the_umask(tmp_path, umask, mask):
 def test_checkpoints_follow_the_umask(tmp_path, umask, tiny_config):
     import torch
 
-    from gptlab.checkpoint import save_checkpoint
     from gptlab.model import GPTModel
+    from gptlab.training.checkpoint import save_checkpoint
 
     umask(0o002)
     model = GPTModel(tiny_config)

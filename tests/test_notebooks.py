@@ -1,7 +1,7 @@
-"""Report notebooks of exercises 5.1, 5.2, 5.3, 5.5 and 5.6, rendered on real artifacts of tiny models.
+"""Report notebooks of exercises 5.1 to 5.6, rendered on real artifacts of tiny models.
 
 The artifacts are written once per module by the same writer functions the pipeline calls; each
-notebook is then executed by papermill and exported to HTML with ``gptlab.reports.render_report``.
+notebook is then executed by papermill and exported to HTML with ``gptlab.study.reports.render_report``.
 """
 
 from __future__ import annotations
@@ -13,25 +13,36 @@ import math
 import re
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import nbformat
 import pandas as pd
 import pytest
 import torch
 
 from gptlab.experiments import determinism, figures, pizza, sizes, sweep
-from gptlab.pretrained import evaluate_losses, write_losses_csv
-from gptlab.reports import render_report
+from gptlab.experiments.determinism import DeterminismGrid
+from gptlab.experiments.losses import evaluate_losses, write_losses_csv
+from gptlab.experiments.sizes import SizesGrid
+from gptlab.experiments.sweep import SweepGrid
+from gptlab.io import concat_tables, save_figure, write_table
+from gptlab.study.notebook import provenance
+from gptlab.study.reports import render_report
+from gptlab.study.runs import run_pretraining, run_resume, verify_resume
 from gptlab.tokenizer import get_tokenizer
-from tests.conftest import REPO, make_model, make_text
+from gptlab.training.config import TrainConfig
+from tests.conftest import EXPERIMENT_CONFIG, REPO, make_model, make_text
 
 NOTEBOOKS = REPO / "workflow" / "notebooks"
-REPORTS = ["ex5_1_pizza", "ex5_2_sweep", "ex5_3_determinism", "ex5_5_losses", "ex5_6_sizes"]
+REPORTS = ["ex5_1_pizza", "ex5_2_sweep", "ex5_3_determinism", "ex5_4_resume", "ex5_5_losses", "ex5_6_sizes"]
 PNG = ("png",)  # the reports embed PNGs; PDFs are not needed here
 HEATMAPS = ("distinct_2", "mean_logprob", "unique_text_fraction")
 PROMPTS = ["Every effort moves you", "I HAD always thought Jack Gisburn"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def png(fig, path: Path) -> str:
+    save_figure(fig, [path])
+    return str(path)
 
 
 def _write_pizza(out: Path, models, tok) -> dict:
@@ -42,16 +53,13 @@ def _write_pizza(out: Path, models, tok) -> dict:
     sweep_df = pizza.write_pizza_sweep(sweep_csv, temperatures=[0.05, 0.1, 0.3, 1.0, 2.0, 5.0, 10.0])
     nxt_df = pizza.write_next_token_probabilities(nxt, models, tok, PROMPTS, [0.5, 1.0, 2.0])
     fig_dir = out / "figures"
-    figures.save(figures.plot_toy_distributions(), fig_dir / "toy", PNG)
-    figures.save(figures.plot_pizza_sweep(sweep_df), fig_dir / "pizza_sweep", PNG)
-    figures.save(figures.plot_next_token_probability(nxt_df), fig_dir / "next_token", PNG)
     return {
         "pizza_book_csv": str(book),
         "pizza_sweep_csv": str(sweep_csv),
         "next_token_csv": str(nxt),
-        "toy_png": str(fig_dir / "toy.png"),
-        "sweep_png": str(fig_dir / "pizza_sweep.png"),
-        "next_token_png": str(fig_dir / "next_token.png"),
+        "toy_png": png(figures.plot_toy_distributions(), fig_dir / "toy.png"),
+        "sweep_png": png(figures.plot_pizza_sweep(sweep_df), fig_dir / "pizza_sweep.png"),
+        "next_token_png": png(figures.plot_next_token_probability(nxt_df), fig_dir / "next_token.png"),
     }
 
 
@@ -62,11 +70,7 @@ def _write_sweep(out: Path, models, tok) -> dict:
         *paths,
         models,
         tok,
-        PROMPTS[:1],
-        temperatures=(0.0, 1.5),
-        top_ks=(1, None),
-        seeds=(123, 124),
-        max_new_tokens=8,
+        SweepGrid(PROMPTS[:1], temperatures=(0.0, 1.5), top_ks=(1, None), seeds=(123, 124), max_new_tokens=8),
         train_text=make_text(300),
     )
     pngs = figures.write_all_heatmaps(cells, out / "figures" / "ex5_2", HEATMAPS, PNG)
@@ -81,28 +85,47 @@ def _write_sweep(out: Path, models, tok) -> dict:
 def _write_determinism(out: Path, model, tok) -> dict:
     csv = out / "ex5_3" / "determinism.csv"
     idx = torch.tensor([tok.encode(PROMPTS[0])])
-    df = determinism.write_determinism(
-        csv, model, idx, model_name="tiny", max_new_tokens=4, top_ks=(None, 1), batch_sizes=(1, 3), runs=2
-    )
-    figures.save(figures.plot_determinism_table(df), out / "figures" / "determinism", PNG)
-    return {"determinism_csv": str(csv), "determinism_png": str(out / "figures" / "determinism.png")}
+    grid = DeterminismGrid(max_new_tokens=4, top_ks=(None, 1), batch_sizes=(1, 3), runs=2)
+    df = determinism.write_determinism(csv, model, idx, model_name="tiny", grid=grid)
+    return {
+        "determinism_csv": str(csv),
+        "determinism_png": png(figures.plot_determinism_table(df), out / "figures" / "determinism.png"),
+    }
 
 
-def _losses_figure(losses: pd.DataFrame, stem: Path) -> Path:
-    """A bar chart per model and split, standing in for the pipeline's figure."""
-    table = losses.pivot(index="model", columns="split", values="loss")
-    fig, ax = plt.subplots(figsize=(5, 3))
-    table.plot.bar(ax=ax)
-    figures.save(fig, stem, PNG)
-    return stem.with_suffix(".png")
+def _write_resume(out: Path) -> dict:
+    """Exercise 5.4 as the pipeline runs it: one epoch, a restore and one more, and an uninterrupted run."""
+    d = out / "resume"
+    corpus = out / "corpus.txt"
+    corpus.write_text(make_text(600), encoding="utf-8")
+    config = TrainConfig(num_epochs=1, batch_size=4, max_length=32, stride=32, eval_freq=4, eval_iter=1)
+    run = {"model_config": EXPERIMENT_CONFIG, "config": config, "device": "cpu", "threads": 1}
+    run_pretraining(corpus, d / "pretrain.pt", d / "pretrain_history.csv", d / "pretrain_samples.csv", **run)
+    run_resume(corpus, d / "pretrain.pt", d / "checkpoint.pt", d / "history.csv", d / "samples.csv", **run)
+    whole = d / "uninterrupted"
+    run["config"] = config.replace(num_epochs=2)
+    run_pretraining(corpus, whole / "checkpoint.pt", whole / "history.csv", whole / "samples.csv", **run)
+    verify_resume(d / "checkpoint.pt", whole / "checkpoint.pt", d / "verification.json")
+    return {
+        "history_csv": str(d / "history.csv"),
+        "samples_csv": str(d / "samples.csv"),
+        "verification_json": str(d / "verification.json"),
+        "losses_png": png(
+            figures.plot_losses(pd.read_csv(d / "history.csv")), out / "figures" / "losses.png"
+        ),
+    }
+
+
+def _losses_figure(losses: pd.DataFrame, path: Path) -> str:
+    return png(figures.plot_model_losses(losses), path)
 
 
 def _write_losses(out: Path, models) -> tuple[dict, pd.DataFrame]:
     csv = out / "ex5_5" / "losses.csv"
     losses = evaluate_losses(models, make_text(), max_length=64, stride=64, batch_size=2)
     write_losses_csv(losses, csv)
-    png = _losses_figure(losses, out / "figures" / "model_losses")
-    return {"losses_csv": str(csv), "losses_png": str(png)}, losses
+    figure = _losses_figure(losses, out / "figures" / "model_losses.png")
+    return {"losses_csv": str(csv), "losses_png": figure}, losses
 
 
 def _write_sizes(out: Path, models, tok, losses: pd.DataFrame) -> dict:
@@ -114,21 +137,19 @@ def _write_sizes(out: Path, models, tok, losses: pd.DataFrame) -> dict:
         *paths,
         models,
         tok,
-        PROMPTS[:1],
-        seeds=(123, 124),
-        max_new_tokens=8,
+        SizesGrid(PROMPTS[:1], seeds=(123, 124), max_new_tokens=8),
         train_text=make_text(300),
         losses=wide,
     )
     refs = pd.DataFrame([sizes.check_book_reference(models[f"gpt2-{s}"], tok, s) for s in ("124M", "1558M")])
     refs.to_csv(d / "book_reference.csv", index=False)
-    figures.save(figures.plot_size_comparison(summary), out / "figures" / "sizes", PNG)
+    sizes_png = png(figures.plot_size_comparison(summary), out / "figures" / "sizes.png")
     return {
         "generations_csv": str(paths[0]),
         "summary_csv": str(paths[1]),
         "side_by_side_csv": str(paths[2]),
         "book_reference_csv": str(d / "book_reference.csv"),
-        "sizes_png": str(out / "figures" / "sizes.png"),
+        "sizes_png": sizes_png,
     }
 
 
@@ -143,6 +164,7 @@ def write_artifacts(out: Path) -> dict[str, dict]:
         "ex5_1_pizza": _write_pizza(out, pair, tok),
         "ex5_2_sweep": _write_sweep(out, pair, tok),
         "ex5_3_determinism": _write_determinism(out, trained, tok),
+        "ex5_4_resume": _write_resume(out),
     }
     losses_params, losses = _write_losses(
         out, {"trained": trained, "gpt2-124M": gpt2_124m, "gpt2-1558M": gpt2_1558m}
@@ -332,10 +354,32 @@ def check_sizes(params, page, text):
     assert "text[gpt2-124M]" in text and "text[gpt2-1558M]" in text and len(side) == 2
 
 
+def check_resume(params, page, text):
+    assert_images(page, 1)
+    assert_headings(
+        text,
+        "Pretraining and exercise 5.4: restore model and optimizer, train one more epoch",
+        "Resumed vs uninterrupted",
+        "Loss curves",
+        "Loss history",
+        "Greedy sample after each epoch",
+        PROVENANCE,
+    )
+    assert "<strong>identical</strong>, bit for bit" in page  # what the pipeline's test reads
+    verification = json.loads(Path(params["verification_json"]).read_text())
+    assert verification["identical"] and f"uninterrupted run of {verification['epochs']} epochs" in text
+    history = pd.read_csv(params["history_csv"])
+    last = history.iloc[-1]
+    assert f"Ep {last.epoch} (Step {last.global_step:06d}): Train loss {last.train_loss:.3f}" in text
+    assert in_table(page, f"{verification['final_val_loss']['resumed']:.6f}")
+    assert "resumed_after_epoch: 1" in text  # from the sidecar
+
+
 CHECKS = {
     "ex5_1_pizza": check_pizza,
     "ex5_2_sweep": check_sweep,
     "ex5_3_determinism": check_determinism,
+    "ex5_4_resume": check_resume,
     "ex5_5_losses": check_losses,
     "ex5_6_sizes": check_sizes,
 }
@@ -359,13 +403,29 @@ def test_losses_report_recognises_the_book_values(tmp_path):
     csv = write_losses_csv(frame, tmp_path / "losses.csv")
     meta = {"experiment": "5.5 losses", "corpus": "the-verdict.txt"}
     (tmp_path / "losses.meta.json").write_text(json.dumps(meta))
-    png = _losses_figure(frame, tmp_path / "losses")
-    _, text = render("ex5_5_losses", {"losses_csv": str(csv), "losses_png": str(png)}, tmp_path)
+    figure = _losses_figure(frame, tmp_path / "losses.png")
+    _, text = render("ex5_5_losses", {"losses_csv": str(csv), "losses_png": figure}, tmp_path)
     assert "the split sizes are those of The Verdict with the book's loaders: True" in text
     assert "models whose training and validation losses both match the book's: 2 of 2" in text
     assert "The losses reproduce the book's: these are OpenAI's weights evaluated on The Verdict." in text
-    assert "the larger GPT-2 has the lower validation loss, as in the book: True" in text
+    assert "the larger GPT-2 has the lower validation loss, as in the book" in text
     assert 'corpus: "the-verdict.txt"' in text  # the sidecar is reported
+
+
+def test_provenance_describes_every_sidecar(tmp_path):
+    table = tmp_path / "part.csv"
+    models = {"m": {"config": {"n_layers": 2, "emb_dim": 8}, "parameters": 1234}}
+    meta = {"experiment": "x", "seeds": [1, 2], "config": {"k": [1]}, "models": models, "note": "hi"}
+    write_table(pd.DataFrame({"a": [1, 2]}), table, meta)
+    combined = concat_tables([table], tmp_path / "all.csv")
+    text = provenance(table, combined, tmp_path / "none.csv")
+    first, stacked, missing = text.split("\n\n**`")  # one block per table
+    assert first.startswith("**`part.csv`** (2 rows): x")
+    assert "- seeds: `[1, 2]`" in first and "- k: `[1]`" in first and '- note: `"hi"`' in first
+    assert "- model `m`: 1,234 parameters (n_layers=2, emb_dim=8)" in first
+    assert "- versions: python " in first and "- machine: " in first
+    assert stacked.startswith("all.csv`** (2 rows)\n") and "- part `part.csv`: x (`m`)" in stacked
+    assert missing == "none.csv`**: no `none.meta.json` beside it."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,6 +438,7 @@ PARAMETERS = {
     },
     "ex5_2_sweep": {"generations_csv", "cells_csv", "recommended_csv", "heatmap_pngs"},
     "ex5_3_determinism": {"determinism_csv", "determinism_png"},
+    "ex5_4_resume": {"history_csv", "samples_csv", "verification_json", "losses_png"},
     "ex5_5_losses": {"losses_csv", "losses_png"},
     "ex5_6_sizes": {"generations_csv", "summary_csv", "side_by_side_csv", "book_reference_csv", "sizes_png"},
 }

@@ -128,7 +128,7 @@ def test_gpt2_releases_downloaded_and_converted(study):
 
 def test_losses_are_the_book_procedure_on_each_model(study):
     from gptlab.data import read_text
-    from gptlab.pretrained import evaluate_losses
+    from gptlab.experiments.losses import evaluate_losses
 
     workdir, config, _ = study
     losses = pd.read_csv(workdir / "results/ex5_5/losses.csv")

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from gptlab.data import create_book_loaders
+from gptlab.experiments.losses import COLUMNS, evaluate_losses, write_losses_csv
 from gptlab.gpt2 import load_gpt2
 from gptlab.losses import calc_loss_loader
 from gptlab.model import GPTModel
-from gptlab.pretrained import COLUMNS, evaluate_losses, write_losses_csv
 from tests.gpt2_fixtures import converted, synthetic_ckpt  # noqa: F401  (fixtures)
 
 SHORT = dict(max_length=16, stride=16, batch_size=2)

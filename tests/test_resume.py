@@ -1,5 +1,6 @@
 """Checkpoint and exact resume: a resumed run equals an uninterrupted one, bit for bit."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -12,9 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from gptlab.checkpoint import load_checkpoint
-from gptlab.pretrain import intermediate_checkpoint, pretrain, settings_key
+from gptlab.model import GPT_CONFIG_124M
 from gptlab.tokenizer import TOKENIZER_ID
+from gptlab.training.checkpoint import load_checkpoint
+from gptlab.training.config import TrainConfig
+from gptlab.training.pretrain import intermediate_checkpoint, pretrain, settings_key
 
 RUNNER = Path(__file__).with_name("pretrain_runner.py")
 
@@ -174,6 +177,47 @@ def test_intermediate_checkpoints_are_keyed_by_everything_that_determines_the_re
     assert base["versions"]["torch"] == torch.__version__ and base["versions"]["results"] >= 1
 
 
+def test_train_config_is_the_books_by_default_and_names_a_bad_field(tiny_config):
+    book = TrainConfig().for_model(GPT_CONFIG_124M)
+    assert dataclasses.astuple(book) == (
+        10,
+        0.9,
+        2,
+        256,
+        256,
+        123,
+        0.0004,
+        0.1,
+        5,
+        5,
+        "Every effort moves you",
+        False,
+    )
+    assert list(book.record("text")) == [
+        *(f.name for f in dataclasses.fields(TrainConfig)),
+        "corpus_sha256",
+        "tokenizer",
+    ]
+    assert TrainConfig(max_length=16).for_model(tiny_config).stride == 16
+    bad = [
+        (dict(num_epochs=0), "num_epochs=0 must be >= 1"),
+        (dict(eval_iter=0), "eval_iter=0 must be >= 1"),
+        (dict(stride=0), "stride=0 must be >= 1"),
+        (dict(train_ratio=1.0), "train_ratio=1.0 must be strictly between 0 and 1"),
+        (dict(weight_decay=float("nan")), "weight_decay=nan must be a finite number"),
+        (dict(start_context=""), "start_context='' must be a non-empty string"),
+    ]
+    for fields, message in bad:
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(**fields)
+    with pytest.raises(ValueError, match="max_length=64 exceeds the model's context_length=32"):
+        TrainConfig(max_length=64).for_model(tiny_config)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        book.seed = 1
+    with pytest.raises(TypeError, match="learning_rat: not fields of TrainConfig"):
+        pretrain("text", model_config=tiny_config, learning_rat=1e-3)
+
+
 def _pretrain(text, tiny, work, **kw):
     common = dict(model_config=tiny, num_epochs=2, eval_freq=3, eval_iter=2, progress=False, work_dir=work)
     return pretrain(text, **{**common, **kw})
@@ -214,7 +258,7 @@ def test_fewer_epochs_than_the_intermediate_checkpoint_holds_trains_from_the_sta
 
 
 def test_exact_resume_refuses_a_checkpoint_of_another_text_or_settings(tmp_path, small_text, tiny_config):
-    from gptlab.checkpoint import CheckpointError, save_checkpoint
+    from gptlab.training.checkpoint import CheckpointError, save_checkpoint
 
     model, optimizer, state, config = _pretrain(small_text, tiny_config, None, num_epochs=1)
     first = save_checkpoint(tmp_path / "first.pt", model, optimizer, state.to_dict(), config)
@@ -227,7 +271,7 @@ def test_exact_resume_refuses_a_checkpoint_of_another_text_or_settings(tmp_path,
 
 
 def test_non_finite_settings_and_losses_stop_training_with_a_clear_error(small_text, tiny_config):
-    from gptlab.training import NonFiniteLossError
+    from gptlab.training.loop import NonFiniteLossError
 
     with pytest.raises(ValueError, match="learning_rate=inf must be a finite number"):
         _pretrain(small_text, tiny_config, None, learning_rate=float("inf"))

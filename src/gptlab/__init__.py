@@ -3,12 +3,6 @@
 The book's public names are exported here so the book's code runs against gptlab.
 """
 
-from .checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    model_from_checkpoint,
-    save_checkpoint,
-)
 from .data import GPTDatasetV1, create_book_loaders, create_dataloader_v1, read_text, split_text
 from .device import select_device, set_threads
 from .generation import (
@@ -30,7 +24,15 @@ from .gpt2 import (
 from .losses import calc_loss_batch, calc_loss_loader, evaluate_model, perplexity
 from .model import GPT_CONFIG_124M, GPTModel, KVCache
 from .tokenizer import get_tokenizer, text_to_token_ids, token_ids_to_text
-from .training import (
+from .training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+from .training.config import TrainConfig
+from .training.loop import (
+    NonFiniteLossError,
     TrainingInterrupted,
     TrainState,
     generate_and_print_sample,
@@ -47,6 +49,8 @@ __all__ = [
     "GPTModel",
     "RowSetting",
     "KVCache",
+    "NonFiniteLossError",
+    "TrainConfig",
     "TrainState",
     "TrainingInterrupted",
     "calc_loss_batch",

@@ -1,4 +1,4 @@
-"""Writing files so that readers never see half of one, and hashing them.
+"""Writing files so that readers never see half of one; tables with their provenance; hashing.
 
 Every file gptlab writes goes through :func:`atomic_open` (or its wrappers):
 
@@ -11,6 +11,13 @@ Every file gptlab writes goes through :func:`atomic_open` (or its wrappers):
   same target;
 * a full disk (or a file-size limit) raises :class:`NoSpaceError`, naming the
   path, and is never mistaken for damage or for a transient error.
+
+Every table the study writes (:func:`write_table`) gets ``<name>.meta.json``
+beside it: the settings that produced it, the library versions and the
+machine (CPU model and the instruction set torch uses, threads, math
+libraries), so a report, or a reader years later, knows where each number
+came from and which results may be compared bit for bit. Figures are saved
+with :func:`save_figure`.
 """
 
 from __future__ import annotations
@@ -20,10 +27,12 @@ import errno
 import hashlib
 import json
 import os
+import platform
 import secrets
 import socket
 import time
 from collections.abc import Iterator
+from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 CHUNK = 1 << 20
@@ -201,3 +210,80 @@ def check_writable(path) -> Path:
             err.errno, f"cannot write {path}: {existing} does not accept new files ({err.strerror})"
         ) from None
     return path
+
+
+# --- tables with a provenance sidecar, and figures ------------------------------------------------
+
+_PACKAGES = ("gptlab", "torch", "tiktoken", "numpy", "pandas")
+
+
+def library_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def sidecar_path(path) -> Path:
+    path = Path(path)
+    return path.with_name(path.stem + ".meta.json")
+
+
+def write_table(df, path, metadata: dict | None = None) -> Path:
+    """Write ``df`` as CSV (no index) and its metadata sidecar, both atomically."""
+    from .device import describe_machine  # imports torch: only when a table is written
+
+    path = Path(path)
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+    write_json(
+        {
+            "columns": list(df.columns),
+            "rows": len(df),
+            **(metadata or {}),
+            "versions": library_versions(),
+            "machine": describe_machine(),
+        },
+        sidecar_path(path),
+    )
+    return path
+
+
+def concat_tables(paths, out, metadata: dict | None = None) -> Path:
+    """Stack tables with the same columns (e.g. one per model) into ``out``, cell text unchanged.
+
+    Cells are read as text, so numbers keep the exact digits their writer
+    printed. The sidecar lists every part with its own metadata.
+    """
+    import pandas as pd
+
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError(f"no tables to combine into {out}")
+    frames = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in paths]
+    for path, frame in zip(paths[1:], frames[1:], strict=True):
+        if list(frame.columns) != list(frames[0].columns):
+            raise ValueError(
+                f"{path} has columns {list(frame.columns)}, {paths[0]} has {list(frames[0].columns)}; "
+                "only tables of one kind can be combined"
+            )
+    parts = {}
+    for path in paths:
+        side = sidecar_path(path)
+        parts[str(path)] = json.loads(side.read_text()) if side.is_file() else None
+    return write_table(pd.concat(frames, ignore_index=True), out, {**(metadata or {}), "parts": parts})
+
+
+def save_figure(fig, paths) -> list[Path]:
+    """Save a matplotlib ``fig`` to each path (format from the suffix), atomically, then close it."""
+    import matplotlib.pyplot as plt
+
+    written = []
+    for path in map(Path, paths):
+        fmt = path.suffix.lstrip(".")
+        atomic_write(path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=150))
+        written.append(path)
+    plt.close(fig)
+    return written

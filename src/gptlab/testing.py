@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .gpt2_params import check_hparams, tf_variable_shapes
+from .gpt2.layout import check_hparams, tf_variable_shapes
+from .gpt2.tf import import_tensorflow
 from .io import atomic_open, write_json
-from .tokenizer import _default_data_dir
+from .tokenizer import vocab_files_dir
 
 
 def _synthetic_value(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -55,9 +56,7 @@ def write_synthetic_gpt2_checkpoint(
     Variables are written one at a time through placeholders, so large shapes
     (355M, 774M) fit in memory. Same arguments, same weights. Needs TensorFlow.
     """
-    from .convert import _tf
-
-    tf = _tf()
+    tf = import_tensorflow()
     hparams = check_hparams(
         {"n_vocab": n_vocab, "n_ctx": n_ctx, "n_embd": n_embd, "n_head": n_head, "n_layer": n_layer}
     )
@@ -80,7 +79,7 @@ def write_synthetic_gpt2_checkpoint(
             saver.save(sess, str(dest / "model.ckpt"))
     write_json(hparams, dest / "hparams.json")
     for name in ("encoder.json", "vocab.bpe"):
-        with atomic_open(dest / name, "wb") as f, open(_default_data_dir() / name, "rb") as src:
+        with atomic_open(dest / name, "wb") as f, open(vocab_files_dir() / name, "rb") as src:
             shutil.copyfileobj(src, f)
     return dest
 
@@ -107,20 +106,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         size = file.stat().st_size
-        start, end, status = 0, size, 200
-        if range_header and not owner.ignore_range and range_header.startswith("bytes="):
-            first, _, last = range_header[6:].partition("-")
-            if first.isdigit():
-                start, end, status = int(first), (int(last) + 1 if last.isdigit() else size), 206
-                end = min(end, size)
-            if start >= size:
-                owner._record(rel, range_header, 416)
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{size}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
+        start, end, status = self._range(range_header, size)
         owner._record(rel, range_header, status)
+        if status == 416:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(end - start))
@@ -128,18 +121,24 @@ class _Handler(BaseHTTPRequestHandler):
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
         if owner.content_md5:  # of the bytes in this response (RFC 1864), before any fault
-            md5 = hashlib.md5()
-            with open(file, "rb") as f:
-                f.seek(start)
-                remaining = end - start
-                while remaining:
-                    chunk = f.read(min(1 << 20, remaining))
-                    md5.update(chunk)
-                    remaining -= len(chunk)
-            self.send_header("Content-MD5", base64.b64encode(md5.digest()).decode())
+            self.send_header("Content-MD5", _md5_b64(file, start, end))
         self.end_headers()
-        if not body:
-            return
+        if body:
+            self._send_body(file, rel, start, end, size)
+
+    def _range(self, range_header: str | None, size: int) -> tuple[int, int, int]:
+        """``(start, end, status)`` of the answer: 200 for the whole file, 206 for a range, 416."""
+        if not range_header or self.server.owner.ignore_range or not range_header.startswith("bytes="):
+            return 0, size, 200
+        first, _, last = range_header[6:].partition("-")
+        start, end, status = 0, size, 200
+        if first.isdigit():
+            start, end, status = int(first), min(int(last) + 1 if last.isdigit() else size, size), 206
+        return (start, end, status) if start < size else (start, end, 416)
+
+    def _send_body(self, file: Path, rel: str, start: int, end: int, size: int) -> None:
+        """Send bytes ``start..end`` of ``file``, with the faults set for ``rel``."""
+        owner = self.server.owner
         limit = owner.cut_after.get(rel)
         flip = size // 2 if rel in owner.corrupt else -1
         sent, pos = 0, start
@@ -160,6 +159,19 @@ class _Handler(BaseHTTPRequestHandler):
                 if limit is not None and sent >= limit:
                     self.close_connection = True  # drop the rest: the client sees a short body
                     return
+
+
+def _md5_b64(file: Path, start: int, end: int) -> str:
+    """The base64 MD5 of bytes ``start..end`` of ``file`` (a ``Content-MD5`` header)."""
+    md5 = hashlib.md5()
+    with open(file, "rb") as f:
+        f.seek(start)
+        remaining = end - start
+        while remaining:
+            chunk = f.read(min(1 << 20, remaining))
+            md5.update(chunk)
+            remaining -= len(chunk)
+    return base64.b64encode(md5.digest()).decode()
 
 
 class _Server(ThreadingHTTPServer):

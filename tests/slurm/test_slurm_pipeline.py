@@ -299,14 +299,32 @@ def test_every_compute_job_went_through_slurm(study):
     assert len(set(all_ids)) == len(all_ids), "each job is its own SLURM job"
 
 
-def test_every_compute_rule_declares_memory_and_runtime(study):
-    missing = {
-        key: [name for name in ("mem_mb", "runtime") if name not in job.resources]
-        for key, job in study.declared.items()
-        if key in study.compute_jobs()
-    }
-    missing = {key: names for key, names in missing.items() if names}
-    assert not missing, f"compute rules relying on the profile's defaults: {missing}"
+# Rules that load a model or train declare their memory and runtime; the light ones (tables,
+# figures, reports) take the profile's default-resources.
+HEAVY_RULES = {
+    "pretrain",
+    "resume",
+    "train_uninterrupted",
+    "verify_resume",
+    "convert_gpt2",
+    "evaluate_losses",
+    "pizza_next_token",
+    "sweep",
+    "determinism",
+    "sizes",
+}
+
+
+def test_heavy_rules_declare_memory_and_runtime_and_light_ones_take_the_profiles(study):
+    declared = {key: job for key, job in study.declared.items() if key in study.compute_jobs()}
+    for key, job in declared.items():
+        names = {name for name in ("mem_mb", "runtime") if name in job.resources}
+        if job.rule in HEAVY_RULES:
+            assert names == {"mem_mb", "runtime"} or job.rule == "verify_resume", (key, job.resources)
+        else:
+            assert not names, f"{key} is light but declares {names}: use the profile's default-resources"
+    assert {job.rule for job in declared.values()} >= HEAVY_RULES
+    assert int(profile_default("mem_mb")) >= 2000 and int(profile_default("runtime")) >= 15
 
 
 def test_declared_threads_memory_runtime_and_gpus_reached_each_job(study):
@@ -378,7 +396,7 @@ def test_csv_results_equal_the_local_run(study, tiny_study):
 def test_final_checkpoints_equal_the_local_run(study, tiny_study):
     import torch
 
-    from gptlab.checkpoint import load_checkpoint
+    from gptlab.training.checkpoint import load_checkpoint
 
     local_workdir = tiny_study[0]
     names = sorted(

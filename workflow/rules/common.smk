@@ -99,14 +99,8 @@ def train_epochs_total():
 
 # The models of the experiments: the one pretrained here, and each GPT-2 release.
 TRAINED = "trained"
-MODELS = {
-    TRAINED: "results/pretrain/checkpoint.pt",
-    **{
-        f"gpt2-{size}": f"results/gpt2/{size}/model.safetensors"
-        for size in config["gpt2"]["sizes"]
-    },
-}
-GPT2_MODELS = [name for name in MODELS if name != TRAINED]
+GPT2_MODELS = [f"gpt2-{size}" for size in config["gpt2"]["sizes"]]
+MODEL_NAMES = [TRAINED, *GPT2_MODELS]
 HEATMAP_METRICS = [
     "distinct_1",
     "distinct_2",
@@ -115,6 +109,15 @@ HEATMAP_METRICS = [
     "verbatim_span",
     "unique_text_fraction",
 ]
+
+
+def model_file(wildcards):
+    """The file of model ``{model}``: the pretraining checkpoint, or a converted GPT-2 release."""
+    if wildcards.model == TRAINED:
+        return rules.pretrain.output.checkpoint
+    return rules.convert_gpt2.output[0].format(
+        size=wildcards.model.removeprefix("gpt2-")
+    )
 
 
 def model_mem_mb(wildcards, input):
@@ -127,54 +130,12 @@ def large_model_gpu(wildcards, input):
     return config["resources"]["gpu"] if input.size_mb > 1000 else 0
 
 
-def per_model(pattern, models=MODELS):
-    return expand(pattern, model=models)
+def per_model(pattern):
+    """``pattern`` (a rule's output with ``{model}``) for every model of the experiments."""
+    return expand(pattern, model=MODEL_NAMES)
 
 
-# Report notebook → the artifacts it reads (its papermill parameters).
-REPORT_INPUTS = {
-    "ex5_1_pizza": {
-        "pizza_book_csv": "results/ex5_1/pizza_book.csv",
-        "pizza_sweep_csv": "results/ex5_1/pizza_sweep.csv",
-        "next_token_csv": "results/ex5_1/next_token.csv",
-        "toy_png": "results/figures/ex5_1/toy_distributions.png",
-        "sweep_png": "results/figures/ex5_1/pizza_sweep.png",
-        "next_token_png": "results/figures/ex5_1/next_token.png",
-    },
-    "ex5_2_sweep": {
-        "generations_csv": "results/ex5_2/generations.csv",
-        "cells_csv": "results/ex5_2/cells.csv",
-        "recommended_csv": "results/ex5_2/recommended.csv",
-        "heatmap_pngs": expand(
-            "results/figures/ex5_2/heatmap_{metric}.png", metric=HEATMAP_METRICS
-        ),
-    },
-    "ex5_3_determinism": {
-        "determinism_csv": "results/ex5_3/determinism.csv",
-        "determinism_png": "results/figures/ex5_3/determinism.png",
-    },
-    "ex5_4_resume": {
-        "history_csv": "results/resume/history.csv",
-        "samples_csv": "results/resume/samples.csv",
-        "verification_json": (
-            "results/resume/verification.json" if config["resume"]["verify"] else ""
-        ),
-        "losses_png": "results/figures/losses.png",
-    },
-    "ex5_5_losses": {
-        "losses_csv": "results/ex5_5/losses.csv",
-        "losses_png": "results/figures/ex5_5/losses.png",
-    },
-    "ex5_6_sizes": {
-        "generations_csv": "results/ex5_6/generations.csv",
-        "summary_csv": "results/ex5_6/summary.csv",
-        "side_by_side_csv": "results/ex5_6/side_by_side.csv",
-        "book_reference_csv": "results/ex5_6/book_reference.csv",
-        "sizes_png": "results/figures/ex5_6/sizes.png",
-    },
-}
-
-
+# Reports: REPORT_INPUTS (report.smk) maps each notebook to the artifacts it reads.
 def report_artifacts(wildcards):
     paths = []
     for value in REPORT_INPUTS[wildcards.report].values():
@@ -184,21 +145,7 @@ def report_artifacts(wildcards):
 
 def notebook_digest(wildcards):
     """Content hash of a report notebook: editing it re-renders that report (a params change)."""
-    import hashlib
-
     path = (
         Path(workflow.basedir) / "workflow" / "notebooks" / f"{wildcards.report}.ipynb"
     )
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def all_targets():
-    targets = [
-        "results/pretrain/checkpoint.pt",
-        "results/resume/checkpoint.pt",
-        "results/figures/losses.png",
-    ]
-    targets += expand("results/reports/{report}.html", report=REPORT_INPUTS)
-    if config["resume"]["verify"]:
-        targets.append("results/resume/verification.json")
-    return targets

@@ -15,8 +15,5 @@ rule download_corpus:
     params:
         urls=corpus_urls(),
         sha256=config["corpus"]["sha256"],
-        remedy="set corpus.local_path in the config to a copy of the text (offline machines), "
-        "or corpus.url to a reachable mirror; if the file there is the text you mean to study "
-        "but differs from corpus.sha256, set corpus.sha256 to its sha256 (or null)",
     script:
         "../scripts/download_corpus.py"

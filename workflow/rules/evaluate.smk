@@ -3,8 +3,8 @@
 
 rule evaluate_losses:
     input:
-        corpus="results/data/corpus.txt",
-        model=lambda wc: MODELS[wc.model],
+        corpus=rules.download_corpus.output[0],
+        model=model_file,
     output:
         "results/ex5_5/models/{model}.csv",
     log:
@@ -12,7 +12,7 @@ rule evaluate_losses:
     benchmark:
         f"{BENCH}/evaluate_losses_{{model}}.tsv"
     wildcard_constraints:
-        model="|".join(MODELS),
+        model="|".join(MODEL_NAMES),
     conda:
         "../../envs/torch.yaml"
     threads: 2
@@ -30,7 +30,7 @@ rule evaluate_losses:
 
 rule combine_losses:
     input:
-        per_model("results/ex5_5/models/{model}.csv"),
+        per_model(rules.evaluate_losses.output[0]),
     output:
         report(
             "results/ex5_5/losses.csv",
@@ -41,17 +41,13 @@ rule combine_losses:
         f"{LOGS}/combine_losses.log",
     conda:
         "../../envs/torch.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
     script:
         "../scripts/combine_tables.py"
 
 
 rule plot_model_losses:
     input:
-        "results/ex5_5/losses.csv",
+        rules.combine_losses.output[0],
     output:
         png=report(
             "results/figures/ex5_5/losses.png",
@@ -63,9 +59,5 @@ rule plot_model_losses:
         f"{LOGS}/plot_model_losses.log",
     conda:
         "../../envs/torch.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
     script:
         "../scripts/plot_model_losses.py"

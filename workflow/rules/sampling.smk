@@ -16,10 +16,6 @@ rule pizza_toy:
         f"{LOGS}/pizza_toy.log",
     conda:
         "../../envs/torch.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
     params:
         **{
             key: SAMPLING["pizza"][key]
@@ -38,13 +34,13 @@ rule pizza_toy:
 
 rule pizza_next_token:
     input:
-        model=lambda wc: MODELS[wc.model],
+        model=model_file,
     output:
         "results/ex5_1/models/{model}.csv",
     log:
         f"{LOGS}/pizza_next_token_{{model}}.log",
     wildcard_constraints:
-        model="|".join(MODELS),
+        model="|".join(MODEL_NAMES),
     conda:
         "../../envs/torch.yaml"
     threads: 2
@@ -63,25 +59,21 @@ rule pizza_next_token:
 
 rule combine_next_token:
     input:
-        per_model("results/ex5_1/models/{model}.csv"),
+        per_model(rules.pizza_next_token.output[0]),
     output:
         "results/ex5_1/next_token.csv",
     log:
         f"{LOGS}/combine_next_token.log",
     conda:
         "../../envs/torch.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
     script:
         "../scripts/combine_tables.py"
 
 
 rule plot_pizza:
     input:
-        sweep="results/ex5_1/pizza_sweep.csv",
-        next_token="results/ex5_1/next_token.csv",
+        sweep=rules.pizza_toy.output.sweep,
+        next_token=rules.combine_next_token.output[0],
     output:
         toy=report(
             "results/figures/ex5_1/toy_distributions.png",
@@ -105,10 +97,6 @@ rule plot_pizza:
         f"{LOGS}/plot_pizza.log",
     conda:
         "../../envs/torch.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
     params:
         temperatures=SAMPLING["pizza"]["temperatures"],
     script:
@@ -117,8 +105,8 @@ rule plot_pizza:
 
 rule sweep:
     input:
-        corpus="results/data/corpus.txt",
-        model=lambda wc: MODELS[wc.model],
+        corpus=rules.download_corpus.output[0],
+        model=model_file,
     output:
         generations="results/ex5_2/models/{model}/generations.csv",
         cells="results/ex5_2/models/{model}/cells.csv",
@@ -128,7 +116,7 @@ rule sweep:
     benchmark:
         f"{BENCH}/sweep_{{model}}.tsv"
     wildcard_constraints:
-        model="|".join(MODELS),
+        model="|".join(MODEL_NAMES),
     conda:
         "../../envs/torch.yaml"
     threads: 2
@@ -149,9 +137,9 @@ rule sweep:
 
 rule combine_sweep:
     input:
-        generations=per_model("results/ex5_2/models/{model}/generations.csv"),
-        cells=per_model("results/ex5_2/models/{model}/cells.csv"),
-        recommended=per_model("results/ex5_2/models/{model}/recommended.csv"),
+        generations=per_model(rules.sweep.output.generations),
+        cells=per_model(rules.sweep.output.cells),
+        recommended=per_model(rules.sweep.output.recommended),
     output:
         generations="results/ex5_2/generations.csv",
         cells=report(
@@ -168,17 +156,13 @@ rule combine_sweep:
         f"{LOGS}/combine_sweep.log",
     conda:
         "../../envs/torch.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
     script:
         "../scripts/combine_tables.py"
 
 
 rule plot_sweep:
     input:
-        "results/ex5_2/cells.csv",
+        rules.combine_sweep.output.cells,
     output:
         png=report(
             expand(
@@ -192,10 +176,6 @@ rule plot_sweep:
         f"{LOGS}/plot_sweep.log",
     conda:
         "../../envs/torch.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
     params:
         metrics=HEATMAP_METRICS,
     script:
@@ -204,7 +184,7 @@ rule plot_sweep:
 
 rule determinism:
     input:
-        model=MODELS[TRAINED],
+        model=rules.pretrain.output.checkpoint,
     output:
         report(
             "results/ex5_3/determinism.csv",
@@ -229,7 +209,7 @@ rule determinism:
 
 rule plot_determinism:
     input:
-        "results/ex5_3/determinism.csv",
+        rules.determinism.output[0],
     output:
         png=report(
             "results/figures/ex5_3/determinism.png",
@@ -241,19 +221,15 @@ rule plot_determinism:
         f"{LOGS}/plot_determinism.log",
     conda:
         "../../envs/torch.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
     script:
         "../scripts/plot_determinism.py"
 
 
 rule sizes:
     input:
-        corpus="results/data/corpus.txt",
-        losses="results/ex5_5/losses.csv",
-        models=[MODELS[name] for name in GPT2_MODELS],
+        corpus=rules.download_corpus.output[0],
+        losses=rules.combine_losses.output[0],
+        models=expand(rules.convert_gpt2.output[0], size=config["gpt2"]["sizes"]),
     output:
         generations="results/ex5_6/generations.csv",
         summary=report(
@@ -293,7 +269,7 @@ rule sizes:
 
 rule plot_sizes:
     input:
-        "results/ex5_6/summary.csv",
+        rules.sizes.output.summary,
     output:
         png=report(
             "results/figures/ex5_6/sizes.png",
@@ -305,9 +281,5 @@ rule plot_sizes:
         f"{LOGS}/plot_sizes.log",
     conda:
         "../../envs/torch.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
     script:
         "../scripts/plot_sizes.py"

@@ -9,7 +9,7 @@ TRAIN_PARAMS = dict(
 
 rule pretrain:
     input:
-        corpus="results/data/corpus.txt",
+        corpus=rules.download_corpus.output[0],
     output:
         checkpoint="results/pretrain/checkpoint.pt",
         history=report(
@@ -42,8 +42,8 @@ rule pretrain:
 
 rule resume:
     input:
-        corpus="results/data/corpus.txt",
-        checkpoint="results/pretrain/checkpoint.pt",
+        corpus=rules.download_corpus.output[0],
+        checkpoint=rules.pretrain.output.checkpoint,
     output:
         checkpoint="results/resume/checkpoint.pt",
         history=report(
@@ -73,7 +73,7 @@ rule resume:
 
 rule train_uninterrupted:
     input:
-        corpus="results/data/corpus.txt",
+        corpus=rules.download_corpus.output[0],
     output:
         checkpoint="results/resume/uninterrupted/checkpoint.pt",
         history="results/resume/uninterrupted/history.csv",
@@ -100,25 +100,23 @@ rule train_uninterrupted:
 
 rule verify_resume:
     input:
-        resumed="results/resume/checkpoint.pt",
-        uninterrupted="results/resume/uninterrupted/checkpoint.pt",
+        resumed=rules.resume.output.checkpoint,
+        uninterrupted=rules.train_uninterrupted.output.checkpoint,
     output:
         "results/resume/verification.json",
     log:
         f"{LOGS}/verify_resume.log",
     conda:
         "../../envs/torch.yaml"
-    threads: 1
     resources:
-        mem_mb=8000,
-        runtime=10,
+        mem_mb=8000,  # two checkpoints of the book's model, each with its optimizer state
     script:
         "../scripts/verify_resume.py"
 
 
 rule plot_losses:
     input:
-        history="results/resume/history.csv",
+        history=rules.resume.output.history,
     output:
         png=report(
             "results/figures/losses.png",
@@ -130,9 +128,5 @@ rule plot_losses:
         f"{LOGS}/plot_losses.log",
     conda:
         "../../envs/torch.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
     script:
         "../scripts/plot_losses.py"

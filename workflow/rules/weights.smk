@@ -17,14 +17,13 @@ rule download_gpt2:
     params:
         base_urls=config["gpt2"]["base_urls"],
         check_known_sizes=config["gpt2"]["check_known_sizes"],
-        mirror_option="gpt2.base_urls in the config",
     script:
         "../scripts/download_gpt2.py"
 
 
 rule convert_gpt2:
     input:
-        manifest="results/gpt2/{size}/tf/manifest.json",
+        manifest=rules.download_gpt2.output.manifest,
     output:
         "results/gpt2/{size}/model.safetensors",
     log:
@@ -33,7 +32,6 @@ rule convert_gpt2:
         f"{BENCH}/convert_gpt2_{{size}}.tsv"
     conda:
         "../../envs/convert.yaml"
-    threads: 1
     resources:
         # Variables are streamed one at a time: memory stays near the largest tensor.
         mem_mb=4000,

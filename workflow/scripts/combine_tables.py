@@ -1,6 +1,6 @@
 import sys
 
-from gptlab.artifacts import concat_tables
+from gptlab.io import concat_tables
 
 sm = snakemake
 sys.stdout = sys.stderr = open(sm.log[0], "w", buffering=1)

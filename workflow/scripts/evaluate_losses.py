@@ -2,7 +2,7 @@ import sys
 
 from gptlab.data import read_text
 from gptlab.device import select_device, set_threads
-from gptlab.pretrained import evaluate_losses, write_losses_csv
+from gptlab.experiments.losses import evaluate_losses, write_losses_csv
 
 sm = snakemake
 sys.stdout = sys.stderr = open(sm.log[0], "w", buffering=1)

@@ -1,8 +1,8 @@
 import sys
 
 from gptlab.device import select_device, set_threads
+from gptlab.experiments.common import load_models
 from gptlab.experiments.pizza import write_next_token_probabilities
-from gptlab.pretrained import load_models
 from gptlab.tokenizer import get_tokenizer
 
 sm = snakemake

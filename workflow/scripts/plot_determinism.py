@@ -1,8 +1,9 @@
 import sys
 
-from gptlab.experiments import figures
+from gptlab.experiments.figures import plot_determinism_table
+from gptlab.io import save_figure
 
 sm = snakemake
 sys.stdout = sys.stderr = open(sm.log[0], "w", buffering=1)
 
-figures.save(figures.plot_determinism_table(sm.input[0]), sm.output.png.removesuffix(".png"))
+save_figure(plot_determinism_table(sm.input[0]), sm.output)

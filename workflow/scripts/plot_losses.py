@@ -2,7 +2,8 @@ import sys
 
 import pandas as pd
 
-from gptlab.plots import plot_losses, save_figure
+from gptlab.experiments.figures import plot_losses
+from gptlab.io import save_figure
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 

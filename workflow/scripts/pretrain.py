@@ -1,6 +1,7 @@
 import sys
 
-from gptlab.study import run_pretraining
+from gptlab.study.runs import run_pretraining
+from gptlab.training.config import TrainConfig
 
 sm = snakemake
 sys.stdout = sys.stderr = open(sm.log[0], "w", buffering=1)
@@ -11,9 +12,7 @@ run_pretraining(
     sm.output.history,
     sm.output.samples,
     model_config=sm.params.model,
-    data=sm.params.data,
-    training=sm.params.training,
-    num_epochs=sm.params.num_epochs,
+    config=TrainConfig(**{**sm.params.data, **sm.params.training, "num_epochs": sm.params.num_epochs}),
     run_name=sm.params.run_name,
     device=sm.params.device,
     threads=sm.threads,

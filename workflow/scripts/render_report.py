@@ -1,6 +1,6 @@
 import sys
 
-from gptlab.reports import render_report
+from gptlab.study.reports import render_report
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 

@@ -1,6 +1,7 @@
 import sys
 
-from gptlab.study import run_resume
+from gptlab.study.runs import run_resume
+from gptlab.training.config import TrainConfig
 
 sm = snakemake
 sys.stdout = sys.stderr = open(sm.log[0], "w", buffering=1)
@@ -12,8 +13,7 @@ run_resume(
     sm.output.history,
     sm.output.samples,
     model_config=sm.params.model,
-    data=sm.params.data,
-    training=sm.params.training,
+    config=TrainConfig(**sm.params.data, **sm.params.training),
     extra_epochs=sm.params.extra_epochs,
     device=sm.params.device,
     threads=sm.threads,

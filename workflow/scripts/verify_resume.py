@@ -1,6 +1,6 @@
 import sys
 
-from gptlab.study import verify_resume
+from gptlab.study.runs import verify_resume
 
 sm = snakemake
 sys.stdout = sys.stderr = open(sm.log[0], "w", buffering=1)

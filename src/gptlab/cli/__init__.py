@@ -74,9 +74,9 @@ def main(argv=None) -> int:
 
 def _describe(err: Exception) -> tuple[str, int]:
     """The message and exit code of an exception escaping a verb."""
-    from gptlab.checkpoint import CheckpointError
     from gptlab.download import DownloadError
     from gptlab.io import NoSpaceError
+    from gptlab.training.checkpoint import CheckpointError
 
     if isinstance(err, UsageError):
         return str(err), 2

@@ -169,7 +169,7 @@ def resolve_model(args) -> tuple[Path, str]:
 def load(path: Path, device_name: str | None):
     """``(model, device)``: the model at ``path`` on the chosen device, in eval mode."""
     from gptlab.device import select_device
-    from gptlab.pretrained import load_model
+    from gptlab.experiments.common import load_model
 
     try:
         device = select_device(device_name)
@@ -185,7 +185,7 @@ def load(path: Path, device_name: str | None):
     try:
         return load_model(path, device), device
     except Exception as err:
-        from gptlab.checkpoint import CheckpointError
+        from gptlab.training.checkpoint import CheckpointError
 
         if isinstance(err, (CheckpointError, FileNotFoundError, ValueError, MemoryError)):
             raise

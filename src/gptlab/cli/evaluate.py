@@ -19,7 +19,7 @@ from .common import (
 )
 
 EPILOG = """\
-The procedure is gptlab.pretrained.evaluate_losses, i.e. the book's: the text is split
+The procedure is gptlab.experiments.losses.evaluate_losses, i.e. the book's: the text is split
 by characters (first TRAIN_RATIO for training), cut into windows of CONTEXT_LENGTH
 tokens every STRIDE tokens, torch.manual_seed(SEED) is set before building the loaders
 and again before evaluating, and every batch of both splits is averaged. The defaults
@@ -100,7 +100,7 @@ def _check_csv(out: Path) -> None:
 
 
 def run(args) -> int:
-    from gptlab.pretrained import evaluate_losses, write_losses_csv
+    from gptlab.experiments.losses import evaluate_losses, write_losses_csv
 
     path, label = resolve_model(args)
     if args.csv is not None:

@@ -77,7 +77,7 @@ def run(args) -> int:
 
 
 def _inspect_checkpoint(path: Path) -> int:
-    from gptlab.checkpoint import integrity, load_checkpoint
+    from gptlab.training.checkpoint import integrity, load_checkpoint
 
     if path.is_dir():
         raise Failure(f"{path} is a folder; pass the checkpoint file itself (e.g. {path / 'checkpoint.pt'})")
@@ -137,9 +137,9 @@ def _print_history(state: dict) -> None:
 def _inspect_gpt2(path: Path, verify: bool) -> int:
     from safetensors import safe_open
 
-    from gptlab.gpt2 import GPT2_HPARAMS, _safetensors_file, gpt2_model_config, read_gpt2_hparams
+    from gptlab.gpt2 import GPT2_HPARAMS, gpt2_file, gpt2_model_config, read_gpt2_hparams
 
-    file = _safetensors_file(path)
+    file = gpt2_file(path)
     set_aside = f"move it aside (e.g. mv {file} {file}.damaged) and run 'gptlab convert' on the release again"
     try:
         hparams = read_gpt2_hparams(file)

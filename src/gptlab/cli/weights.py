@@ -17,12 +17,13 @@ run stopped. Each is checked in transit (OpenAI's known sizes, the server's Cont
 and by its content before its sha256 is pinned in DIR/manifest.json: the vocabulary
 files against their known hashes, hparams.json parsed, the checkpoint index's block
 checksums and shapes, every tensor's CRC-32C in the data file. A file that fails is
-moved aside as FILE.bad and fetched anew by the next run. Files already pinned are only
-re-hashed. This is gptlab.gpt2.download_gpt2, which the pipeline runs too.
+moved aside as FILE.bad and fetched from the next mirror, or anew by the next run.
+Files already pinned are only re-hashed. This is gptlab.gpt2.download_gpt2, which the
+pipeline runs too.
 
 Without --mirror, OpenAI's storage is tried first, then the book's backup mirror.
-Each --mirror URL replaces them (in the order given): a base holding SIZE/FILE, over
-https://, http:// or file://.
+Each --mirror URL replaces them (in the order given, file by file): a base holding
+SIZE/FILE, over https://, http:// or file://.
 
 examples:
   gptlab download --size 124M
@@ -103,31 +104,21 @@ def run_download(args) -> int:
     from gptlab.gpt2 import BACKUP_BASE_URL, BASE_URL, download_gpt2
 
     target = args.dir or DEFAULT_GPT2_DIR / args.size / "tf"
-    mirrors = args.mirror or [BASE_URL, BACKUP_BASE_URL]
-    # download_gpt2 takes a primary and a backup base: walk longer lists two at a time.
-    # Files fetched from an earlier pair are pinned in the manifest and only re-hashed later.
-    errors = []
     # --quiet also silences the per-attempt retry notes; the final error still says everything.
     with open(os.devnull, "w") if args.quiet else contextlib.nullcontext(sys.stderr) as log:
-        for i in range(0, len(mirrors), 2):
-            primary, backup = mirrors[i], (mirrors[i + 1] if i + 1 < len(mirrors) else None)
-            try:
-                with contextlib.redirect_stderr(log):
-                    download_gpt2(
-                        args.size,
-                        target,
-                        base_url=primary,
-                        backup_base_url=backup,
-                        check_known_sizes=args.check_known_sizes,
-                        retries=args.retries,
-                        progress=not args.quiet,
-                        mirror_option="--mirror",
-                    )
-                break
-            except DownloadError as err:
-                errors.append(str(err))
-        else:
-            raise DownloadError(" ".join(errors))
+        try:
+            with contextlib.redirect_stderr(log):
+                download_gpt2(
+                    args.size,
+                    target,
+                    args.mirror or [BASE_URL, BACKUP_BASE_URL],
+                    check_known_sizes=args.check_known_sizes,
+                    retries=args.retries,
+                    progress=not args.quiet,
+                )
+        except DownloadError as err:
+            err.advise("set --mirror to a reachable mirror")
+            raise
     note(f"GPT-2 {args.size} is in {target} (all files verified)")
     print(target)
     note(f"next: gptlab convert {target}")
@@ -148,8 +139,7 @@ def run_convert(args) -> int:
     if not src.exists() and not Path(str(src) + ".index").is_file():
         raise Failure(f"{src} does not exist; download the release first ('gptlab download --size SIZE')")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
-    from gptlab.convert import convert_tf_checkpoint
-    from gptlab.gpt2 import read_gpt2_hparams
+    from gptlab.gpt2 import convert_tf_checkpoint, read_gpt2_hparams
 
     dest = args.out or default_destination(src)
     written = convert_tf_checkpoint(src, dest, progress=not args.quiet)

@@ -1,21 +1,29 @@
-"""Decoding experiments of chapter 5 as data: exercises 5.1, 5.2, 5.3 and 5.6.
+"""Experiments of chapter 5 as data: exercises 5.1, 5.2, 5.3, 5.5 and 5.6.
 
 Each module computes its tables from plain arguments (models as ``{name: GPTModel}``,
-a tokenizer, prompts, seeds) and its ``write_*`` function writes tidy CSV with a
-``.meta.json`` sidecar, atomically:
+a tokenizer, a grid of settings, seeds) and its ``write_*`` function writes tidy CSV
+with a ``.meta.json`` sidecar, atomically:
 
 - :mod:`.pizza` (5.1): the book's pizza counts, the exact probability, binomial
   intervals, a fine temperature sweep, and " pizza" under real models;
-- :mod:`.sweep` (5.2): temperature × top-k grid, per-cell aggregates, recommended settings;
-- :mod:`.determinism` (5.3): which settings make ``generate`` deterministic, by running them;
-- :mod:`.sizes` (5.6): models of different sizes on the same prompts, settings and seeds;
+- :mod:`.sweep` (5.2): temperature × top-k grid (:class:`SweepGrid`), per-cell aggregates,
+  recommended settings;
+- :mod:`.determinism` (5.3): which settings make ``generate`` deterministic, by running
+  them (:class:`DeterminismGrid`);
+- :mod:`.losses` (5.5): training and validation loss of pretrained models, the book's way;
+- :mod:`.sizes` (5.6): models of different sizes on the same prompts, settings and seeds
+  (:class:`SizesGrid`);
+- :mod:`.sampling`: sampling a grid with every model and scoring each text (5.2 and 5.6);
 - :mod:`.metrics`: diversity, repetition, log-probability and memorisation of one text;
-- :mod:`.figures`: the figures of all of the above (PNG and PDF).
+- :mod:`.common`: loading and describing models, top-k labels, reading tables, metric summaries;
+- :mod:`.figures`: the figures of all of the above (saved with :func:`gptlab.io.save_figure`).
 """
 
-from .determinism import determinism_audit, write_determinism
-from .metrics import VerbatimIndex, distinct_n, repetition_rate, text_metrics
+from .common import describe_models, load_model, load_models, top_k_label, top_k_order
+from .determinism import DeterminismGrid, determinism_audit, write_determinism
+from .metrics import METRIC_NAMES, METRICS, VerbatimIndex, distinct_n, repetition_rate, text_metrics
 from .pizza import (
+    BOOK_PIZZA_COUNTS,
     book_reproduction,
     clopper_pearson_interval,
     next_token_probabilities,
@@ -25,24 +33,37 @@ from .pizza import (
     write_pizza_book,
     write_pizza_sweep,
 )
-from .sizes import check_book_reference, compare_sizes, write_sizes
-from .sweep import aggregate_cells, recommend_settings, run_generations, write_sweep
+from .sampling import SamplingGrid, run_generations
+from .sizes import SizesGrid, check_book_reference, compare_sizes, write_sizes
+from .sweep import SweepGrid, aggregate_cells, recommend_settings, write_sweep
 
 __all__ = [
+    "BOOK_PIZZA_COUNTS",
+    "METRICS",
+    "METRIC_NAMES",
+    "DeterminismGrid",
+    "SamplingGrid",
+    "SizesGrid",
+    "SweepGrid",
     "VerbatimIndex",
     "aggregate_cells",
     "book_reproduction",
     "check_book_reference",
     "clopper_pearson_interval",
     "compare_sizes",
+    "describe_models",
     "determinism_audit",
     "distinct_n",
+    "load_model",
+    "load_models",
     "next_token_probabilities",
     "recommend_settings",
     "repetition_rate",
     "run_generations",
     "temperature_sweep",
     "text_metrics",
+    "top_k_label",
+    "top_k_order",
     "wilson_interval",
     "write_determinism",
     "write_next_token_probabilities",

@@ -24,13 +24,14 @@ temperature 0 or top-k 1); ``as_expected`` compares them with what was observed.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
 
-from ..artifacts import write_table
-from ..generation import generate, generate_text_simple
-from .sweep import describe_models, top_k_label
+from ..generation import check_setting, generate, generate_text_simple
+from ..io import write_table
+from .common import describe_models, set_fields, top_k_label
 
 COLUMNS = [
     "temperature",
@@ -53,6 +54,72 @@ COLUMNS = [
 ]
 
 
+RNGS = ("global", "per_row")
+SEEDINGS = ("same", "different")
+
+
+@dataclass(frozen=True)
+class DeterminismGrid:
+    """The 5.3 matrix: every combination of these is run ``runs`` times.
+
+    Lists are stored as tuples; a bad value raises a ``ValueError`` naming it when the grid is made.
+    """
+
+    max_new_tokens: int = 20  # tokens generated per call
+    temperatures: tuple[float, ...] = (0.0, 1.0)  # 0 = greedy
+    top_ks: tuple[int | None, ...] = (None, 1, 25)  # None = no top-k filtering ("all")
+    batch_sizes: tuple[int, ...] = (1, 4)  # rows per call (the prompt repeated)
+    rngs: tuple[str, ...] = RNGS  # "global": torch.manual_seed, the book's way; "per_row": generate(seeds=)
+    seedings: tuple[str, ...] = SEEDINGS  # every run reseeded with the "same" seed(s) or "different" ones
+    use_caches: tuple[bool, ...] = (True,)  # with the key/value cache (False: recompute, as the book)
+    runs: int = 3  # calls per setting, compared with each other (>= 2)
+    seed: int = 123  # the first seed; row i of a per-row call gets seed + i
+
+    def __post_init__(self):
+        set_fields(
+            self,
+            **{
+                name: tuple(getattr(self, name))
+                for name in ("temperatures", "top_ks", "batch_sizes", "rngs", "seedings", "use_caches")
+            },
+        )
+        if self.runs < 2:
+            raise ValueError(f"runs={self.runs} must be >= 2 to compare runs")
+        if self.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens={self.max_new_tokens} must be >= 0")
+        for name, allowed in (("rngs", RNGS), ("seedings", SEEDINGS)):
+            unknown = [v for v in getattr(self, name) if v not in allowed]
+            if unknown:
+                raise ValueError(f"{name} has {unknown}; choose from {list(allowed)}")
+        for size in self.batch_sizes:
+            if size < 1:
+                raise ValueError(f"batch size {size} must be >= 1")
+        for t, k in itertools.product(self.temperatures, self.top_ks):
+            check_setting(t, k, seed=self.seed)
+
+    def settings(self):
+        """Every combination: ``(temperature, top_k, rng, seeding, batch_size, use_cache)``."""
+        return itertools.product(
+            self.temperatures, self.top_ks, self.rngs, self.seedings, self.batch_sizes, self.use_caches
+        )
+
+    def config(self) -> dict:
+        """The grid as recorded in the table's sidecar (the seed is recorded beside it)."""
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "temperatures": [float(t) for t in self.temperatures],
+            "top_ks": [top_k_label(k) for k in self.top_ks],
+            "batch_sizes": list(self.batch_sizes),
+            "rngs": list(self.rngs),
+            "seedings": list(self.seedings),
+            "use_caches": list(self.use_caches),
+            "runs": self.runs,
+        }
+
+
+DEFAULT_GRID = DeterminismGrid()
+
+
 def _run_once(model, idx, max_new_tokens, ctx, temperature, top_k, rng, seeds, use_cache):
     batch_idx = idx.expand(len(seeds), -1)
     if rng == "global":
@@ -68,75 +135,52 @@ def _seeds(seed, run, batch_size, seeding, rng):
     return [base + i for i in range(batch_size)] if rng == "per_row" else [base] * batch_size
 
 
+def _observe(model, idx, grid: DeterminismGrid, greedy, setting) -> dict:
+    """Run one setting ``grid.runs`` times (and row by row) and record what happened."""
+    temperature, top_k, rng, seeding, batch, cache = setting
+    ctx = model.pos_emb.num_embeddings
+
+    def run(seeds):
+        return _run_once(model, idx, grid.max_new_tokens, ctx, temperature, top_k, rng, seeds, cache)
+
+    outs = [run(_seeds(grid.seed, r, batch, seeding, rng)) for r in range(grid.runs)]
+    singles = [
+        run([s])[0] for s in _seeds(grid.seed, 0, batch, seeding, rng)[: 1 if rng == "global" else batch]
+    ]
+    deterministic = temperature == 0 or top_k == 1 or seeding == "same"
+    greedy_expected = temperature == 0 or top_k == 1
+    row = {
+        "temperature": float(temperature),
+        "top_k": top_k,
+        "top_k_label": top_k_label(top_k),
+        "rng": rng,
+        "seeding": seeding,
+        "batch_size": batch,
+        "use_cache": cache,
+        "runs": grid.runs,
+        "max_new_tokens": grid.max_new_tokens,
+        "identical_across_runs": all(torch.equal(outs[0], o) for o in outs[1:]),
+        "identical_to_greedy": all(torch.equal(r, greedy) for o in outs for r in o),
+        "rows_identical": all(torch.equal(o[0], r) for o in outs for r in o),
+        "batch_invariant": all(torch.equal(s, outs[0][i]) for i, s in enumerate(singles)),
+        "n_distinct": len({tuple(r.tolist()) for o in outs for r in o}),
+        "expected_deterministic": deterministic,
+        "expected_greedy": greedy_expected,
+    }
+    row["as_expected"] = (
+        row["identical_across_runs"] == deterministic and row["identical_to_greedy"] == greedy_expected
+    )
+    return row
+
+
 @torch.no_grad()
-def determinism_audit(
-    model,
-    idx,
-    max_new_tokens=20,
-    temperatures=(0.0, 1.0),
-    top_ks=(None, 1, 25),
-    batch_sizes=(1, 4),
-    rngs=("global", "per_row"),
-    seedings=("same", "different"),
-    use_caches=(True,),
-    runs=3,
-    seed=123,
-) -> pd.DataFrame:
+def determinism_audit(model, idx, grid: DeterminismGrid = DEFAULT_GRID) -> pd.DataFrame:
     """Run the determinism matrix on ``model`` with prompt ``idx`` (``[1, n]``); one row per setting."""
     if idx.dim() != 2 or idx.shape[0] != 1:
         raise ValueError(f"idx has shape {tuple(idx.shape)}; pass one prompt as [1, n]")
-    if runs < 2:
-        raise ValueError(f"runs={runs} must be >= 2 to compare runs")
     model.eval()
-    ctx = model.pos_emb.num_embeddings
-    greedy = generate_text_simple(model, idx, max_new_tokens, ctx)[0]
-    rows = []
-    for temperature, top_k, rng, seeding, batch, cache in itertools.product(
-        temperatures, top_ks, rngs, seedings, batch_sizes, use_caches
-    ):
-        outs = [
-            _run_once(
-                model,
-                idx,
-                max_new_tokens,
-                ctx,
-                temperature,
-                top_k,
-                rng,
-                _seeds(seed, r, batch, seeding, rng),
-                cache,
-            )
-            for r in range(runs)
-        ]
-        singles = [
-            _run_once(model, idx, max_new_tokens, ctx, temperature, top_k, rng, [s], cache)[0]
-            for s in _seeds(seed, 0, batch, seeding, rng)[: 1 if rng == "global" else batch]
-        ]
-        seqs = {tuple(row.tolist()) for out in outs for row in out}
-        deterministic = temperature == 0 or top_k == 1 or seeding == "same"
-        greedy_expected = temperature == 0 or top_k == 1
-        row = {
-            "temperature": float(temperature),
-            "top_k": top_k,
-            "top_k_label": top_k_label(top_k),
-            "rng": rng,
-            "seeding": seeding,
-            "batch_size": batch,
-            "use_cache": cache,
-            "runs": runs,
-            "max_new_tokens": max_new_tokens,
-            "identical_across_runs": all(torch.equal(outs[0], o) for o in outs[1:]),
-            "identical_to_greedy": all(torch.equal(r, greedy) for o in outs for r in o),
-            "rows_identical": all(torch.equal(o[0], r) for o in outs for r in o),
-            "batch_invariant": all(torch.equal(s, outs[0][i]) for i, s in enumerate(singles)),
-            "n_distinct": len(seqs),
-            "expected_deterministic": deterministic,
-            "expected_greedy": greedy_expected,
-        }
-        row["as_expected"] = (
-            row["identical_across_runs"] == deterministic and row["identical_to_greedy"] == greedy_expected
-        )
-        rows.append(row)
+    greedy = generate_text_simple(model, idx, grid.max_new_tokens, model.pos_emb.num_embeddings)[0]
+    rows = [_observe(model, idx, grid, greedy, setting) for setting in grid.settings()]
     df = pd.DataFrame(rows, columns=COLUMNS)
     df["top_k"] = df["top_k"].astype("Int64")
     return df
@@ -147,40 +191,19 @@ def write_determinism(
     model,
     idx,
     model_name="model",
-    max_new_tokens=20,
-    temperatures=(0.0, 1.0),
-    top_ks=(None, 1, 25),
-    batch_sizes=(1, 4),
-    rngs=("global", "per_row"),
-    seedings=("same", "different"),
-    use_caches=(True,),
-    runs=3,
-    seed=123,
+    grid: DeterminismGrid = DEFAULT_GRID,
     metadata=None,
 ) -> pd.DataFrame:
     """Run :func:`determinism_audit` and write it as CSV plus ``.meta.json``."""
-    df = determinism_audit(
-        model, idx, max_new_tokens, temperatures, top_ks, batch_sizes, rngs, seedings, use_caches, runs, seed
-    )
+    df = determinism_audit(model, idx, grid)
     df.insert(0, "model", model_name)
-    config = {
-        "prompt_ids": idx[0].tolist(),
-        "max_new_tokens": max_new_tokens,
-        "temperatures": [float(t) for t in temperatures],
-        "top_ks": [top_k_label(k) for k in top_ks],
-        "batch_sizes": list(batch_sizes),
-        "rngs": list(rngs),
-        "seedings": list(seedings),
-        "use_caches": list(use_caches),
-        "runs": runs,
-    }
     write_table(
         df,
         path,
         {
             "experiment": "5.3 determinism audit",
-            "seed": seed,
-            "config": config,
+            "seed": grid.seed,
+            "config": {"prompt_ids": idx[0].tolist(), **grid.config()},
             "models": describe_models({model_name: model}),
             **(metadata or {}),
         },

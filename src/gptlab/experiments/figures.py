@@ -1,8 +1,9 @@
-"""Figures of the decoding experiments (matplotlib, Agg backend; PNG and PDF).
+"""Figures of the experiments (matplotlib, Agg backend; PNG and PDF): decoding, losses, sizes.
 
 Each ``plot_*`` function takes the DataFrame an experiment wrote (or reads it
-back from CSV) and returns a figure; :func:`save` writes it under several
-formats atomically. ``write_*`` helpers do both for the pipeline.
+back from CSV) and returns a figure; :func:`gptlab.io.save_figure` writes it to
+one or more files (the format from each suffix), atomically.
+:func:`write_all_heatmaps` does both for every metric of 5.2.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from ..generation import TOY_NEXT_TOKEN_LOGITS, TOY_VOCAB  # noqa: E402
-from ..plots import save_figure  # noqa: E402
+from ..io import save_figure  # noqa: E402
+from .common import read_table, top_k_order  # noqa: E402
 from .metrics import METRICS  # noqa: E402
 from .pizza import BOOK_TEMPERATURES, exact_probabilities  # noqa: E402
-from .sweep import top_k_order  # noqa: E402
 
 METRIC_LABELS = {
     "distinct_1": "distinct-1 (unique tokens / tokens)",
@@ -40,20 +41,6 @@ SHORT_LABELS = {
     "train_loss": "training loss",
     "val_loss": "validation loss",
 }
-
-
-def save(fig, stem, formats=("png", "pdf")) -> list[Path]:
-    """Write ``fig`` as ``<stem>.png`` and ``<stem>.pdf`` (atomically) and close it."""
-    stem = Path(stem)
-    return save_figure(fig, [stem.with_name(f"{stem.name}.{fmt}") for fmt in formats])
-
-
-def _frame(df_or_path) -> pd.DataFrame:
-    return (
-        df_or_path
-        if isinstance(df_or_path, pd.DataFrame)
-        else pd.read_csv(df_or_path, keep_default_na=False, na_values=[""])
-    )
 
 
 def plot_toy_distributions(temperatures=BOOK_TEMPERATURES):
@@ -76,7 +63,7 @@ def plot_toy_distributions(temperatures=BOOK_TEMPERATURES):
 
 def plot_pizza_sweep(sweep, token="pizza"):
     """Exact ``softmax(logits / T)[token]`` against the sampled frequency with its confidence interval."""
-    df = _frame(sweep)
+    df = read_table(sweep)
     d = df[df["token"] == token].sort_values("temperature")
     if d.empty:
         raise ValueError(f"token {token!r} is not in the sweep; it has {sorted(df['token'].unique())}")
@@ -112,7 +99,7 @@ def plot_pizza_sweep(sweep, token="pizza"):
 
 def plot_next_token_probability(table):
     """Probability of the target token after each prompt, per model, across temperatures (log y)."""
-    df = _frame(table)
+    df = read_table(table)
     prompts = list(dict.fromkeys(df["prompt"]))
     fig, axes = plt.subplots(1, len(prompts), figsize=(4.2 * len(prompts), 3.6), squeeze=False, sharey=True)
     for ax, prompt in zip(axes[0], prompts, strict=True):
@@ -137,7 +124,7 @@ def plot_next_token_probability(table):
 
 def plot_sweep_heatmap(cells, metric):
     """One metric over temperature (rows) × top-k (columns), one panel per model."""
-    df = _frame(cells)
+    df = read_table(cells)
     col = metric if metric in df.columns else f"{metric}_mean"
     if col not in df.columns:
         raise ValueError(f"metric {metric!r} is not in the cell table; choose from {list(METRICS)}")
@@ -167,7 +154,7 @@ def plot_sweep_heatmap(cells, metric):
 
 def plot_determinism_table(table):
     """The 5.3 audit as a coloured table: green = the book's expectation held, red = it did not."""
-    df = _frame(table)
+    df = read_table(table)
     show = [
         "temperature",
         "top_k_label",
@@ -203,7 +190,7 @@ def plot_determinism_table(table):
 
 def plot_size_comparison(summary, metrics=None):
     """Bars of each metric (and the joined losses) per model, with ±1 std where available."""
-    df = _frame(summary)
+    df = read_table(summary)
     metrics = (
         list(metrics)
         if metrics
@@ -227,10 +214,67 @@ def write_all_heatmaps(cells, out_dir, metrics=(*METRICS, "unique_text_fraction"
 
     Metrics without any value (``verbatim_span`` when no training text was given) are skipped.
     """
-    df = _frame(cells)
+    df = read_table(cells)
     written = []
     for metric in metrics:
         col = metric if metric in df.columns else f"{metric}_mean"
         if col in df.columns and df[col].notna().any():
-            written += save(plot_sweep_heatmap(df, metric), Path(out_dir) / f"heatmap_{metric}", formats)
+            paths = [Path(out_dir) / f"heatmap_{metric}.{fmt}" for fmt in formats]
+            written += save_figure(plot_sweep_heatmap(df, metric), paths)
     return written
+
+
+def plot_losses(history: pd.DataFrame, title: str = "Training and validation loss"):
+    """Loss against epochs (bottom axis) and tokens seen (top axis), as the book plots it.
+
+    ``history`` has the columns of ``gptlab.study.runs.history_frame``. Evaluations made
+    after a restore (``run == "resume"``) are drawn after a dashed line.
+    """
+    num_epochs = int(history["epoch"].max())
+    epochs_seen = np.linspace(0, num_epochs, len(history))  # as the book's plot_losses
+
+    fig, ax1 = plt.subplots(figsize=(6.5, 3.8))
+    ax1.plot(epochs_seen, history["train_loss"], label="Training loss")
+    ax1.plot(epochs_seen, history["val_loss"], linestyle="-.", label="Validation loss")
+    resumed = history[history["run"] == "resume"]
+    if len(resumed):
+        boundary = int(resumed["epoch"].min()) - 1  # restores happen at epoch ends
+        ax1.axvline(boundary, color="gray", linestyle="--", linewidth=1)
+        ax1.annotate(
+            "restored from checkpoint",
+            (boundary, ax1.get_ylim()[1]),
+            xytext=(-4, -4),
+            textcoords="offset points",
+            ha="right",
+            va="top",
+            fontsize=8,
+            color="gray",
+        )
+    ax1.set_xlabel("Epochs")
+    ax1.set_ylabel("Loss")
+    ax1.legend(loc="upper right")
+    ax2 = ax1.twiny()  # a second x-axis for tokens seen, aligned with the first
+    ax2.plot(history["tokens_seen"], history["train_loss"], alpha=0)
+    ax2.set_xlabel("Tokens seen")
+    ax1.set_title(title, fontsize=10, pad=28)
+    fig.tight_layout()
+    return fig
+
+
+def plot_model_losses(losses: pd.DataFrame, title: str = "Loss on the corpus (exercise 5.5)"):
+    """Bars of train and validation loss per model, values printed on the bars."""
+    table = losses.pivot(index="model", columns="split", values="loss").reindex(columns=["train", "val"])
+    table = table.reindex(pd.unique(losses["model"]))  # keep the order of the table
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(table) + 1.5), 3.5))
+    x = np.arange(len(table))
+    width = 0.38
+    for i, (split, label) in enumerate((("train", "training"), ("val", "validation"))):
+        bars = ax.bar(x + (i - 0.5) * width, table[split], width, label=f"{label} loss")
+        ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
+    ax.set_xticks(x, table.index)
+    ax.set_ylabel("cross-entropy loss (nats/token)")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.margins(y=0.15)
+    fig.tight_layout()
+    return fig

@@ -21,6 +21,16 @@ from collections.abc import Hashable, Sequence
 METRICS = ("distinct_1", "distinct_2", "repetition_rate", "mean_logprob", "verbatim_span")
 """The per-generation metrics that the experiments aggregate and plot."""
 
+METRIC_NAMES = {
+    "distinct_1": "distinct-1",
+    "distinct_2": "distinct-2",
+    "repetition_rate": "repetition rate",
+    "mean_logprob": "mean log-prob",
+    "verbatim_span": "longest copied span",
+    "unique_text_fraction": "fraction of seeds giving different texts",
+}
+"""Short names of the metrics (and of 5.2's ``unique_text_fraction``) for tables and reports."""
+
 
 def ngrams(tokens: Sequence[Hashable], n: int) -> list[tuple]:
     if n < 1:

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..artifacts import write_table
 from ..generation import TOY_INVERSE_VOCAB, TOY_NEXT_TOKEN_LOGITS, TOY_VOCAB, softmax_with_temperature
-from .sweep import describe_models
+from ..io import write_table
+from .common import describe_models
 
 BOOK_TEMPERATURES = (1.0, 0.1, 5.0)
 BOOK_PIZZA_COUNTS = {1.0: 0, 0.1: 0, 5.0: 32}
@@ -176,6 +176,31 @@ def _interval(name):
     return INTERVALS[name]
 
 
+def _token_rows(temperature, probas, counts, num_draws, seed, ci, confidence) -> list[dict]:
+    """One row per toy token at ``temperature``: its count, the exact probability and the interval."""
+    rows = []
+    for tid, token in TOY_INVERSE_VOCAB.items():
+        k, p = int(counts[tid]), float(probas[tid])
+        lo, hi = ci(k, num_draws, confidence)
+        rows.append(
+            {
+                "temperature": float(temperature),
+                "token_id": tid,
+                "token": token,
+                "count": k,
+                "num_draws": num_draws,
+                "empirical_prob": k / num_draws,
+                "exact_prob": p,
+                "expected_count": num_draws * p,
+                "ci_low": lo,
+                "ci_high": hi,
+                "in_ci": lo <= p <= hi,
+                "seed": seed,
+            }
+        )
+    return rows
+
+
 def book_reproduction(
     temperatures=BOOK_TEMPERATURES, num_draws=1000, seed=123, confidence=0.95, interval="wilson"
 ) -> pd.DataFrame:
@@ -186,26 +211,10 @@ def book_reproduction(
         probas = exact_probabilities(logits, t)
         loop = sample_counts(probas, num_draws, seed, "loop")
         vec = sample_counts(probas, num_draws, seed, "vectorised")
-        for tid, token in TOY_INVERSE_VOCAB.items():
-            k, p = int(loop[tid]), float(probas[tid])
-            lo, hi = ci(k, num_draws, confidence)
-            rows.append(
-                {
-                    "temperature": float(t),
-                    "token_id": tid,
-                    "token": token,
-                    "count_book_loop": k,
-                    "count_vectorised": int(vec[tid]),
-                    "exact_prob": p,
-                    "expected_count": num_draws * p,
-                    "empirical_prob": k / num_draws,
-                    "ci_low": lo,
-                    "ci_high": hi,
-                    "in_ci": lo <= p <= hi,
-                    "num_draws": num_draws,
-                    "seed": seed,
-                }
-            )
+        rows += [
+            {**row, "count_book_loop": row["count"], "count_vectorised": int(vec[row["token_id"]])}
+            for row in _token_rows(t, probas, loop, num_draws, seed, ci, confidence)
+        ]
     return pd.DataFrame(rows, columns=BOOK_COLUMNS)
 
 
@@ -228,27 +237,10 @@ def temperature_sweep(
     for t in temperatures:
         probas = exact_probabilities(logits, t)
         counts = sample_counts(probas, num_draws, seed, "vectorised")
-        for tid, token in TOY_INVERSE_VOCAB.items():
-            k, p = int(counts[tid]), float(probas[tid])
-            lo, hi = ci(k, num_draws, confidence)
-            rows.append(
-                {
-                    "temperature": float(t),
-                    "token_id": tid,
-                    "token": token,
-                    "count": k,
-                    "num_draws": num_draws,
-                    "empirical_prob": k / num_draws,
-                    "exact_prob": p,
-                    "expected_count": num_draws * p,
-                    "ci_low": lo,
-                    "ci_high": hi,
-                    "in_ci": lo <= p <= hi,
-                    "seed": seed,
-                    "interval": interval,
-                    "confidence": confidence,
-                }
-            )
+        rows += [
+            {**row, "interval": interval, "confidence": confidence}
+            for row in _token_rows(t, probas, counts, num_draws, seed, ci, confidence)
+        ]
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
 
 

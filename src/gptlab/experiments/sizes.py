@@ -14,13 +14,16 @@ column per model).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 import torch
 
-from ..artifacts import write_table
 from ..generation import generate
-from .metrics import METRICS
-from .sweep import describe_models, run_generations, top_k_label
+from ..io import write_table
+from ..model import count_parameters
+from .common import describe_models, summarise_metrics
+from .sampling import SamplingGrid, run_generations
 
 # The book's samples from OpenAI's weights (section 5.5 and exercise 5.6): torch.manual_seed(123), then
 # generate(model, "Every effort moves you", max_new_tokens=25, context_size=1024, top_k=50, temperature=1.5).
@@ -73,6 +76,17 @@ def check_book_reference(model, tokenizer, size: str) -> dict:
 SIDE_KEYS = ["prompt_id", "prompt", "temperature", "top_k_label", "seed"]
 
 
+@dataclass(frozen=True)
+class SizesGrid(SamplingGrid):
+    """The 5.6 grid: what every model samples (a :class:`.sampling.SamplingGrid` with the book's setting)."""
+
+    # (temperature, top_k): the book's (1.5, 50)
+    settings: tuple[tuple[float, int | None], ...] = ((BOOK_SETTINGS["temperature"], BOOK_SETTINGS["top_k"]),)
+    seeds: tuple[int, ...] = (123, 124, 125)  # one seed stream per row; 123 reproduces the book's sample
+    max_new_tokens: int = BOOK_SETTINGS["max_new_tokens"]  # tokens generated after each prompt (the book: 25)
+    batch_size: int = 8  # rows decoded together (results do not depend on it)
+
+
 def write_book_references(path, models: dict, tokenizer) -> pd.DataFrame:
     """:func:`check_book_reference` for every ``{size: model}`` the book has a text for, as CSV."""
     rows = [check_book_reference(m, tokenizer, size) for size, m in models.items() if size in BOOK_REFERENCES]
@@ -87,29 +101,20 @@ def summarise_sizes(generations: pd.DataFrame, models: dict | None = None, losse
     ``losses`` (optional) is a DataFrame with a ``model`` column (for example the
     5.5 table of train/validation losses per model); its other columns are added.
     """
-    g = generations.groupby("model", sort=False)
-    summary = g.size().rename("n").to_frame()
-    for metric in METRICS:
-        summary[f"{metric}_mean"] = g[metric].mean()
-        summary[f"{metric}_std"] = g[metric].std(ddof=1)
-    summary = summary.reset_index()
+    summary = summarise_metrics(generations, "model").reset_index()
     if models is not None:
-        summary.insert(
-            1, "parameters", [sum(p.numel() for p in models[m].parameters()) for m in summary["model"]]
+        summary.insert(1, "parameters", [count_parameters(models[m]) for m in summary["model"]])
+    if losses is None:
+        return summary
+    if "model" not in losses.columns:
+        raise ValueError(f"losses has columns {list(losses.columns)}; it needs a 'model' column to join on")
+    unknown = sorted(set(summary["model"]) - set(losses["model"]))
+    if len(unknown) == len(summary):
+        raise ValueError(
+            f"none of the models {sorted(summary['model'])} appears in losses['model'] "
+            f"({sorted(losses['model'].unique())}); name the models the same way in both"
         )
-    if losses is not None:
-        if "model" not in losses.columns:
-            raise ValueError(
-                f"losses has columns {list(losses.columns)}; it needs a 'model' column to join on"
-            )
-        unknown = sorted(set(summary["model"]) - set(losses["model"]))
-        if len(unknown) == len(summary):
-            raise ValueError(
-                f"none of the models {sorted(summary['model'])} appears in losses['model'] "
-                f"({sorted(losses['model'].unique())}); name the models the same way in both"
-            )
-        summary = summary.merge(losses, on="model", how="left", validate="one_to_one")
-    return summary
+    return summary.merge(losses, on="model", how="left", validate="one_to_one")
 
 
 def side_by_side(generations: pd.DataFrame) -> pd.DataFrame:
@@ -121,21 +126,13 @@ def side_by_side(generations: pd.DataFrame) -> pd.DataFrame:
     return wide.reset_index()
 
 
-def compare_sizes(
-    models: dict,
-    tokenizer,
-    prompts,
-    settings=((1.5, 50),),
-    seeds=(123, 124, 125),
-    max_new_tokens=25,
-    train_text=None,
-    losses=None,
-    batch_size=8,
-):
-    """Generate with every model; returns ``(generations, summary, side_by_side)``."""
-    gens = run_generations(
-        models, tokenizer, prompts, settings, seeds, max_new_tokens, train_text, batch_size
-    )
+def compare_sizes(models: dict, tokenizer, grid: SizesGrid, train_text=None, losses=None):
+    """Generate with every model; returns ``(generations, summary, side_by_side)``.
+
+    ``train_text`` (optional) is what the longest copied span is searched in;
+    ``losses`` (optional) is joined to the summary (see :func:`summarise_sizes`).
+    """
+    gens = run_generations(models, tokenizer, grid, train_text)
     return gens, summarise_sizes(gens, models, losses), side_by_side(gens)
 
 
@@ -145,27 +142,18 @@ def write_sizes(
     side_by_side_path,
     models: dict,
     tokenizer,
-    prompts,
-    settings=((1.5, 50),),
-    seeds=(123, 124, 125),
-    max_new_tokens=25,
+    grid: SizesGrid,
     train_text=None,
     losses=None,
-    batch_size=8,
     metadata=None,
 ):
     """Run :func:`compare_sizes` and write its three tables (CSV + ``.meta.json`` each)."""
-    gens, summary, wide = compare_sizes(
-        models, tokenizer, prompts, settings, seeds, max_new_tokens, train_text, losses, batch_size
-    )
+    gens, summary, wide = compare_sizes(models, tokenizer, grid, train_text, losses)
     meta = {
         "experiment": "5.6 model sizes",
-        "seeds": [int(s) for s in seeds],
+        "seeds": list(grid.seeds),
         "config": {
-            "prompts": list(prompts),
-            "settings": [{"temperature": float(t), "top_k": top_k_label(k)} for t, k in settings],
-            "max_new_tokens": max_new_tokens,
-            "batch_size": batch_size,
+            **grid.config(),
             "memorisation_reference": train_text is not None,
             "losses_joined": losses is not None,
         },

@@ -3,163 +3,68 @@
 Every cell of the grid (temperature × top-k) is sampled for every prompt and
 seed and model; each generation is scored (:mod:`.metrics`). The outputs:
 
-- per generation (``GENERATION_COLUMNS``): one row per model, prompt, setting and seed;
+- per generation (:data:`.sampling.GENERATION_COLUMNS`): one row per model, prompt, setting and seed;
 - per cell (:func:`aggregate_cells`): mean and standard deviation of each metric;
 - "recommended settings" (:func:`recommend_settings`): rules applied to the cells.
 
-All rows of one prompt are decoded together in batches (:func:`gptlab.generation.generate_rows`);
-every row has its own seed stream, so a sample does not depend on the batch it was drawn in.
+The grid is a :class:`SweepGrid`; the sampling is :func:`.sampling.run_generations`, shared with 5.6.
 """
 
 from __future__ import annotations
 
 import math
-import sys
+from dataclasses import dataclass
 
 import pandas as pd
-import torch
-from tqdm.auto import tqdm
 
-from ..artifacts import write_table
-from ..generation import RowSetting, generate_rows
-from .metrics import METRICS, VerbatimIndex, text_metrics
+from ..io import write_table
+from .common import describe_models, set_fields, summarise_metrics, top_k_label
+from .metrics import METRICS
+from .sampling import SamplingGrid, run_generations
 
 DEFAULT_TEMPERATURES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 DEFAULT_TOP_KS = (1, 5, 25, 50, 200, None)  # None: no top-k filtering ("all")
 CELL_KEYS = ["model", "temperature", "top_k_label"]
 
-GENERATION_COLUMNS = [
-    "model",
-    "prompt_id",
-    "prompt",
-    "temperature",
-    "top_k",
-    "top_k_label",
-    "seed",
-    "num_generated",
-    "distinct_1",
-    "distinct_2",
-    "repetition_rate",
-    "mean_logprob",
-    "verbatim_span",
-    "verbatim_start",
-    "verbatim_text",
-    "text",
-    "token_ids",
-]
 
+@dataclass(frozen=True)
+class SweepGrid:
+    """The 5.2 grid: every prompt at every temperature × top-k, with every seed.
 
-def top_k_label(top_k) -> str:
-    return "all" if top_k is None or (isinstance(top_k, float) and math.isnan(top_k)) else str(int(top_k))
-
-
-def top_k_order(labels) -> list[str]:
-    """Labels sorted by k, with "all" (no filtering) last."""
-    return sorted(set(labels), key=lambda s: (s == "all", int(s) if s != "all" else 0))
-
-
-def describe_models(models: dict) -> dict:
-    """Name → config and parameter count, for metadata sidecars."""
-    return {
-        name: {"config": dict(getattr(m, "cfg", {})), "parameters": sum(p.numel() for p in m.parameters())}
-        for name, m in models.items()
-    }
-
-
-def _check_grid(prompts, settings, seeds, max_new_tokens, batch_size):
-    if not prompts:
-        raise ValueError("prompts is empty; give at least one prompt string")
-    if not seeds:
-        raise ValueError("seeds is empty; give at least one integer seed")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
-    for t, k in settings:
-        if t < 0:
-            raise ValueError(f"temperature={t} must be >= 0 (0 means greedy)")
-        if k is not None and (not isinstance(k, int) or k < 1):
-            raise ValueError(f"top_k={k!r} must be a positive integer or None (no filtering)")
-
-
-def training_index(tokenizer, train_text: str | None) -> VerbatimIndex | None:
-    """Suffix automaton of the training text's tokens (``None`` when no text is given)."""
-    if train_text is None:
-        return None
-    return VerbatimIndex(tokenizer.encode(train_text, allowed_special={"<|endoftext|>"}))
-
-
-def run_generations(
-    models: dict,
-    tokenizer,
-    prompts,
-    settings,
-    seeds,
-    max_new_tokens,
-    train_text=None,
-    batch_size=32,
-    eos_id=None,
-    progress=True,
-) -> pd.DataFrame:
-    """Sample every (model, prompt, setting, seed) and score each text; one row per generation.
-
-    ``settings`` is a list of ``(temperature, top_k)``; ``top_k=None`` means no
-    filtering. Rows of one prompt go through the model ``batch_size`` at a time.
-    ``progress`` shows a bar on stderr, one tick per batch.
+    Lists are stored as tuples; a bad value raises a ``ValueError`` naming it when the grid is made.
     """
-    settings = [(float(t), k) for t, k in settings]
-    _check_grid(prompts, settings, seeds, max_new_tokens, batch_size)
-    index = training_index(tokenizer, train_text)
-    rows = []
-    n_jobs = len(settings) * len(seeds)
-    bar = tqdm(
-        total=len(models) * len(prompts) * math.ceil(n_jobs / batch_size),
-        desc="generate",
-        unit="batch",
-        file=sys.stderr,
-        disable=not progress,
-    )
-    for name, model in models.items():
-        bar.set_postfix_str(name)
-        model.eval()
-        device = next(model.parameters()).device
-        ctx = model.pos_emb.num_embeddings
-        jobs = [RowSetting(t, k, None, int(s)) for t, k in settings for s in seeds]
-        for pid, prompt in enumerate(prompts):
-            ids = tokenizer.encode(prompt)
-            if not ids:
-                raise ValueError(f"prompt {pid} ({prompt!r}) encodes to no tokens")
-            idx = torch.tensor([ids[-ctx:]], device=device)
-            for start in range(0, len(jobs), batch_size):
-                chunk = jobs[start : start + batch_size]
-                out = generate_rows(model, idx, max_new_tokens, ctx, chunk, eos_id=eos_id)
-                bar.update()
-                for row, job in enumerate(chunk):
-                    n = out.num_generated[row]
-                    new = out.token_ids[row, idx.shape[1] : idx.shape[1] + n].tolist()
-                    m = text_metrics(new, out.logprobs[row, :n].tolist(), index)
-                    span = (
-                        new[m["verbatim_start"] : m["verbatim_start"] + m["verbatim_span"]] if index else []
-                    )
-                    rows.append(
-                        {
-                            "model": name,
-                            "prompt_id": pid,
-                            "prompt": prompt,
-                            "temperature": job.temperature,
-                            "top_k": job.top_k,
-                            "top_k_label": top_k_label(job.top_k),
-                            "seed": job.seed,
-                            **m,
-                            "verbatim_text": tokenizer.decode(span),
-                            "text": tokenizer.decode(new),
-                            "token_ids": " ".join(map(str, new)),
-                        }
-                    )
-    bar.close()
-    df = pd.DataFrame(rows, columns=GENERATION_COLUMNS)
-    df["top_k"] = df["top_k"].astype("Int64")
-    return df
+
+    prompts: tuple[str, ...]  # texts to continue
+    temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES  # 0 = greedy
+    top_ks: tuple[int | None, ...] = DEFAULT_TOP_KS  # None = no top-k filtering ("all")
+    seeds: tuple[int, ...] = (123, 124, 125)  # one seed stream per row
+    max_new_tokens: int = 30  # tokens generated after each prompt
+    batch_size: int = 32  # rows decoded together (results do not depend on it)
+
+    def __post_init__(self):
+        set_fields(
+            self,
+            prompts=tuple(self.prompts),
+            temperatures=tuple(float(t) for t in self.temperatures),
+            top_ks=tuple(self.top_ks),
+            seeds=tuple(int(s) for s in self.seeds),
+        )
+        self.sampling()  # checks every value
+
+    def sampling(self) -> SamplingGrid:
+        """The same grid as prompts × (temperature, top-k) settings × seeds."""
+        settings = [(t, k) for t in self.temperatures for k in self.top_ks]
+        return SamplingGrid(self.prompts, settings, self.seeds, self.max_new_tokens, self.batch_size)
+
+    def config(self) -> dict:
+        """The grid as recorded in the tables' sidecar (the seeds are recorded beside it)."""
+        return {
+            "prompts": list(self.prompts),
+            "temperatures": list(self.temperatures),
+            "top_ks": [top_k_label(k) for k in self.top_ks],
+            "max_new_tokens": self.max_new_tokens,
+            "batch_size": self.batch_size,
+        }
 
 
 def aggregate_cells(generations: pd.DataFrame, keys=CELL_KEYS) -> pd.DataFrame:
@@ -172,11 +77,7 @@ def aggregate_cells(generations: pd.DataFrame, keys=CELL_KEYS) -> pd.DataFrame:
     missing = [c for c in [*keys, "prompt_id", "text", *METRICS] if c not in generations.columns]
     if missing:
         raise ValueError(f"generations table lacks columns {missing}; pass the run_generations output")
-    g = generations.groupby(keys, sort=False)
-    agg = g.size().rename("n").to_frame()
-    for metric in METRICS:
-        agg[f"{metric}_mean"] = g[metric].mean()
-        agg[f"{metric}_std"] = g[metric].std(ddof=1)
+    agg = summarise_metrics(generations, keys)
     per_prompt = generations.groupby([*keys, "prompt_id"], sort=False)["text"].agg(
         lambda s: s.nunique() / len(s)
     )
@@ -207,6 +108,58 @@ RECOMMENDED_COLUMNS = [
 ]
 
 
+# criterion, rule, pool of cells, column, lowest wins. Pools: "all" cells of the model; "varied": cells in
+# which every seed gave a different text; "likely": cells whose mean log-probability is at least the median.
+RULES = [
+    ("most_likely", "max mean_logprob", "all", "mean_logprob_mean", False),
+    ("most_likely_varied", "max mean_logprob where every seed differs", "varied", "mean_logprob_mean", False),
+    ("most_diverse", "max distinct_2", "all", "distinct_2_mean", False),
+    ("balanced", "max distinct_2 where mean_logprob >= median", "likely", "distinct_2_mean", False),
+    (
+        "least_repetitive",
+        "min repetition_rate where mean_logprob >= median",
+        "likely",
+        "repetition_rate_mean",
+        True,
+    ),
+    (
+        "least_memorised",
+        "min verbatim_span where mean_logprob >= median",
+        "likely",
+        "verbatim_span_mean",
+        True,
+    ),
+]
+
+
+def _recommend_for_model(cells: pd.DataFrame) -> list[dict]:
+    """One row per rule of :data:`RULES` that some cell of this model satisfies."""
+    c = cells.assign(_k=[math.inf if x == "all" else int(x) for x in cells["top_k_label"]])
+    c = c.sort_values(["temperature", "_k"], kind="stable")
+    median = float(c["mean_logprob_mean"].median())
+    pools = {
+        "all": (c, math.nan),
+        "varied": (c[c["unique_text_fraction"] >= 1.0], math.nan),
+        "likely": (c[c["mean_logprob_mean"] >= median], median),
+    }
+    rows = []
+    for criterion, rule, pool_name, col, lowest in RULES:
+        pool, threshold = pools[pool_name]
+        pool = pool.dropna(subset=[col])
+        if pool.empty:
+            continue
+        best = pool.loc[pool[col].idxmin() if lowest else pool[col].idxmax()]
+        rows.append(
+            {
+                "criterion": criterion,
+                "rule": rule,
+                "threshold": threshold,
+                **{k: best[k] for k in RECOMMENDED_COLUMNS if k in best.index},
+            }
+        )
+    return rows
+
+
 def recommend_settings(cells: pd.DataFrame) -> pd.DataFrame:
     """Derive "recommended settings" per model from the aggregated cells (no hand-picked values).
 
@@ -221,63 +174,7 @@ def recommend_settings(cells: pd.DataFrame) -> pd.DataFrame:
     - ``least_repetitive``: lowest repetition rate among those same cells;
     - ``least_memorised``: shortest verbatim span among those same cells (only with a training text).
     """
-    rows = []
-    for model, c in cells.groupby("model", sort=False):
-        c = c.assign(_k=[math.inf if x == "all" else int(x) for x in c["top_k_label"]])
-        c = c.sort_values(["temperature", "_k"], kind="stable")
-        median = float(c["mean_logprob_mean"].median())
-        likely = c[c["mean_logprob_mean"] >= median]
-        varied = c[c["unique_text_fraction"] >= 1.0]
-        picks = [
-            ("most_likely", "max mean_logprob", c, "mean_logprob_mean", False, math.nan),
-            (
-                "most_likely_varied",
-                "max mean_logprob where every seed differs",
-                varied,
-                "mean_logprob_mean",
-                False,
-                math.nan,
-            ),
-            ("most_diverse", "max distinct_2", c, "distinct_2_mean", False, math.nan),
-            (
-                "balanced",
-                "max distinct_2 where mean_logprob >= median",
-                likely,
-                "distinct_2_mean",
-                False,
-                median,
-            ),
-            (
-                "least_repetitive",
-                "min repetition_rate where mean_logprob >= median",
-                likely,
-                "repetition_rate_mean",
-                True,
-                median,
-            ),
-            (
-                "least_memorised",
-                "min verbatim_span where mean_logprob >= median",
-                likely,
-                "verbatim_span_mean",
-                True,
-                median,
-            ),
-        ]
-        for criterion, rule, pool, col, ascending, threshold in picks:
-            pool = pool.dropna(subset=[col])
-            if pool.empty:
-                continue
-            best = pool.loc[pool[col].idxmin() if ascending else pool[col].idxmax()]
-            rows.append(
-                {
-                    "model": model,
-                    "criterion": criterion,
-                    "rule": rule,
-                    "threshold": threshold,
-                    **{k: best[k] for k in RECOMMENDED_COLUMNS if k in best.index},
-                }
-            )
+    rows = [row for _, c in cells.groupby("model", sort=False) for row in _recommend_for_model(c)]
     return pd.DataFrame(rows, columns=RECOMMENDED_COLUMNS)
 
 
@@ -287,36 +184,22 @@ def write_sweep(
     recommended_path,
     models: dict,
     tokenizer,
-    prompts,
-    temperatures=DEFAULT_TEMPERATURES,
-    top_ks=DEFAULT_TOP_KS,
-    seeds=(123, 124, 125),
-    max_new_tokens=30,
+    grid: SweepGrid,
     train_text=None,
-    batch_size=32,
     metadata=None,
 ):
     """Run the 5.2 grid and write its three tables (CSV + ``.meta.json`` each).
 
+    ``train_text`` (optional) is what the longest copied span is searched in.
     Returns ``(generations, cells, recommended)`` DataFrames.
     """
-    settings = [(t, k) for t in temperatures for k in top_ks]
-    gens = run_generations(
-        models, tokenizer, prompts, settings, seeds, max_new_tokens, train_text, batch_size
-    )
+    gens = run_generations(models, tokenizer, grid.sampling(), train_text)
     cells = aggregate_cells(gens)
     rec = recommend_settings(cells)
     meta = {
         "experiment": "5.2 temperature x top-k",
-        "seeds": [int(s) for s in seeds],
-        "config": {
-            "prompts": list(prompts),
-            "temperatures": [float(t) for t in temperatures],
-            "top_ks": [top_k_label(k) for k in top_ks],
-            "max_new_tokens": max_new_tokens,
-            "batch_size": batch_size,
-            "memorisation_reference": train_text is not None,
-        },
+        "seeds": list(grid.seeds),
+        "config": {**grid.config(), "memorisation_reference": train_text is not None},
         "models": describe_models(models),
         **(metadata or {}),
     }

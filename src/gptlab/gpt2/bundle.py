@@ -183,40 +183,55 @@ def read_index(path) -> tuple[dict, dict[str, BundleEntry]]:
 def parse_index(data: bytes, path) -> tuple[dict, dict[str, BundleEntry]]:
     """:func:`read_index` of the bytes ``data`` of the index file ``path``."""
     try:
-        if len(data) < FOOTER_SIZE or struct.unpack_from("<Q", data, len(data) - 8)[0] != MAGIC:
-            raise ValueError("no table footer (wrong magic number): not a tensor-bundle index, or truncated")
-        footer = data[-FOOTER_SIZE:]
-        meta_offset, pos = _varint(footer, 0)
-        meta_size, pos = _varint(footer, pos)
-        index_offset, pos = _varint(footer, pos)
-        index_size, pos = _varint(footer, pos)
-        if any(footer[pos : FOOTER_SIZE - 8]):  # written as zeros: a set bit is damage
-            raise ValueError("damaged table footer (non-zero padding)")
-        _block(data, (meta_offset, meta_size), "the metaindex block")  # unused, but checked
-        header, entries, last = None, {}, None
-        for _, handle in _block_entries(_block(data, (index_offset, index_size), "the index block")):
-            offset, n = _varint(handle, 0)
-            size, _ = _varint(handle, n)
-            for key, value in _block_entries(_block(data, (offset, size), "a data block")):
-                if last is not None and key <= last:
-                    raise ValueError(f"keys out of order at {key!r}")
-                last = key
-                if key == b"":
-                    fields = dict(_fields(value))
-                    header = {"num_shards": fields.get(1, 0), "endianness": fields.get(2, 0)}
-                else:
-                    name = key.decode("utf-8")
-                    try:
-                        entries[name] = _entry(name, value)
-                    except ValueError as err:
-                        raise ValueError(f"entry {name!r}: {err}") from None
-        if header is None:
-            raise ValueError("no bundle header (empty key)")
+        meta_block, index_block = _footer(data)
+        _block(data, meta_block, "the metaindex block")  # unused, but checked
+        header, entries = _table(data, index_block)
     except (ValueError, UnicodeDecodeError) as err:
         raise BundleError(path, str(err)) from None
     if header["endianness"] != 0:
         raise BundleError(path, "big-endian tensor bundle; only little-endian ones are supported")
     return header, entries
+
+
+def _footer(data: bytes) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The handles ``(offset, size)`` of the metaindex and index blocks, from the table's footer."""
+    if len(data) < FOOTER_SIZE or struct.unpack_from("<Q", data, len(data) - 8)[0] != MAGIC:
+        raise ValueError("no table footer (wrong magic number): not a tensor-bundle index, or truncated")
+    footer = data[-FOOTER_SIZE:]
+    meta_offset, pos = _varint(footer, 0)
+    meta_size, pos = _varint(footer, pos)
+    index_offset, pos = _varint(footer, pos)
+    index_size, pos = _varint(footer, pos)
+    if any(footer[pos : FOOTER_SIZE - 8]):  # written as zeros: a set bit is damage
+        raise ValueError("damaged table footer (non-zero padding)")
+    return (meta_offset, meta_size), (index_offset, index_size)
+
+
+def _table(data: bytes, index_block: tuple[int, int]) -> tuple[dict, dict[str, BundleEntry]]:
+    """The bundle header and the entries of every data block the index block points at, in key order."""
+    header, entries, last = None, {}, None
+    for _, handle in _block_entries(_block(data, index_block, "the index block")):
+        offset, n = _varint(handle, 0)
+        size, _ = _varint(handle, n)
+        for key, value in _block_entries(_block(data, (offset, size), "a data block")):
+            if last is not None and key <= last:
+                raise ValueError(f"keys out of order at {key!r}")
+            last = key
+            if key == b"":
+                fields = dict(_fields(value))
+                header = {"num_shards": fields.get(1, 0), "endianness": fields.get(2, 0)}
+            else:
+                entries[key.decode("utf-8")] = _named_entry(key.decode("utf-8"), value)
+    if header is None:
+        raise ValueError("no bundle header (empty key)")
+    return header, entries
+
+
+def _named_entry(name: str, value: bytes) -> BundleEntry:
+    try:
+        return _entry(name, value)
+    except ValueError as err:
+        raise ValueError(f"entry {name!r}: {err}") from None
 
 
 def data_file(prefix, shard: int = 0, num_shards: int = 1) -> Path:

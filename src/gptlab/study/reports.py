@@ -1,10 +1,14 @@
-"""Render a parameterised notebook into a report: papermill, then self-contained HTML."""
+"""Render a parameterised notebook into a report: papermill, then self-contained HTML.
+
+The page shows what the notebook displays (text, tables, figures), not its code:
+the executed notebook beside it keeps the code with the outputs.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .io import atomic_write
+from ..io import atomic_write
 
 
 class ReportError(RuntimeError):
@@ -15,7 +19,7 @@ def render_report(
     notebook, parameters: dict, out_ipynb, out_html, kernel_name: str = "python3", cwd=None
 ) -> Path:
     """Execute ``notebook`` with ``parameters`` (artifact paths) and write the executed
-    notebook and an HTML page with every image embedded (it displays offline)."""
+    notebook and an HTML page with every image embedded (it displays offline) and no code."""
     import nbformat
     import papermill as pm
     from nbconvert import HTMLExporter
@@ -40,7 +44,7 @@ def render_report(
             tmp_nb.unlink()
 
     nb = nbformat.read(out_ipynb, as_version=4)
-    exporter = HTMLExporter(embed_images=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    exporter = HTMLExporter(embed_images=True, exclude_input=True, exclude_output_prompt=True)
     html, _ = exporter.from_notebook_node(nb)
     atomic_write(out_html, lambda tmp: tmp.write_text(html, encoding="utf-8"))
     return out_html

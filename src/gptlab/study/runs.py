@@ -13,12 +13,13 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from .artifacts import write_json, write_table
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data import read_text
-from .device import describe_machine, select_device, set_threads
-from .pretrain import pretrain
-from .training import TrainState
+from ..data import read_text
+from ..device import describe_machine, select_device, set_threads
+from ..io import write_json, write_table
+from ..training.checkpoint import load_checkpoint, save_checkpoint
+from ..training.config import TrainConfig
+from ..training.loop import TrainState
+from ..training.pretrain import pretrain
 
 HISTORY_COLUMNS = ["run", "epoch", "global_step", "tokens_seen", "train_loss", "val_loss"]
 
@@ -54,31 +55,6 @@ def samples_frame(state: TrainState, run: str, resumed_after: int | None = None)
     return pd.DataFrame({"run": _runs(epochs, run, resumed_after), "epoch": epochs, "text": state.samples})
 
 
-def _train(corpus, *, model_config, data, training, device, threads, work_dir, resume_from=None, **kw):
-    set_threads(threads)
-    device = select_device(device)
-    text = read_text(corpus)
-    return pretrain(
-        text,
-        model_config=model_config,
-        train_ratio=data["train_ratio"],
-        batch_size=data["batch_size"],
-        max_length=data["max_length"],
-        stride=data["stride"],
-        seed=training["seed"],
-        learning_rate=training["learning_rate"],
-        weight_decay=training["weight_decay"],
-        eval_freq=training["eval_freq"],
-        eval_iter=training["eval_iter"],
-        start_context=training["start_context"],
-        fast=training["fast"],
-        device=device,
-        work_dir=work_dir,
-        resume_from=resume_from,
-        **kw,
-    )
-
-
 def run_pretraining(
     corpus,
     checkpoint,
@@ -86,28 +62,15 @@ def run_pretraining(
     samples,
     *,
     model_config: dict,
-    data: dict,
-    training: dict,
-    num_epochs: int | None = None,
+    config: TrainConfig,
     run_name: str = "pretrain",
     device: str = "auto",
     threads: int | None = None,
     work_dir=None,
 ) -> TrainState:
-    """Pretrain from scratch (continuing from ``work_dir`` after an interruption)."""
-    num_epochs = num_epochs or training["num_epochs"]
-    model, optimizer, state, train_config = _train(
-        corpus,
-        model_config=model_config,
-        data=data,
-        training=training,
-        device=device,
-        threads=threads,
-        work_dir=work_dir,
-        num_epochs=num_epochs,
-    )
-    _write_run(model, optimizer, state, train_config, checkpoint, history, samples, run_name)
-    return state
+    """Pretrain from scratch for ``config.num_epochs`` (continuing from ``work_dir`` when interrupted)."""
+    result = _train(corpus, model_config, config, device, threads, work_dir)
+    return _write_run(*result, checkpoint, history, samples, run_name)
 
 
 def run_resume(
@@ -118,8 +81,7 @@ def run_resume(
     samples,
     *,
     model_config: dict,
-    data: dict,
-    training: dict,
+    config: TrainConfig,
     extra_epochs: int = 1,
     device: str = "auto",
     threads: int | None = None,
@@ -127,24 +89,28 @@ def run_resume(
 ) -> TrainState:
     """Exercise 5.4: restore model, optimizer and everything else; train ``extra_epochs`` more."""
     done = load_checkpoint(from_checkpoint, model_config=model_config)["train_state"]["epoch"]
-    model, optimizer, state, train_config = _train(
-        corpus,
+    config = config.replace(num_epochs=done + extra_epochs)
+    result = _train(corpus, model_config, config, device, threads, work_dir, resume_from=from_checkpoint)
+    return _write_run(*result, checkpoint, history, samples, "pretrain", done)
+
+
+def _train(corpus, model_config, config, device, threads, work_dir, resume_from=None):
+    set_threads(threads)
+    device = select_device(device)
+    text = read_text(corpus)
+    return pretrain(
+        text,
         model_config=model_config,
-        data=data,
-        training=training,
+        config=config,
         device=device,
-        threads=threads,
         work_dir=work_dir,
-        resume_from=from_checkpoint,
-        num_epochs=done + extra_epochs,
+        resume_from=resume_from,
     )
-    _write_run(model, optimizer, state, train_config, checkpoint, history, samples, "pretrain", done)
-    return state
 
 
 def _write_run(
     model, optimizer, state, train_config, checkpoint, history, samples, run_name, resumed_after=None
-):
+) -> TrainState:
     device = next(model.parameters()).device
     save_checkpoint(
         checkpoint, model, optimizer, state.to_dict(), train_config, machine=describe_machine(device)
@@ -154,6 +120,7 @@ def _write_run(
     meta["train_config"] = train_config
     write_table(history_frame(state, run_name, resumed_after), history, meta)
     write_table(samples_frame(state, run_name, resumed_after), samples, meta)
+    return state
 
 
 def verify_resume(resumed_checkpoint, uninterrupted_checkpoint, out_json) -> dict:

@@ -18,12 +18,12 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch.utils.data import SequentialSampler
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain bars on stderr, also when imported in a notebook kernel
 
-from .data import ResumableRandomSampler
-from .generation import generate_text_simple
-from .losses import calc_loss_batch, evaluate_model
-from .tokenizer import text_to_token_ids, token_ids_to_text
+from ..data import ResumableRandomSampler
+from ..generation import generate_text_simple
+from ..losses import calc_loss_batch, evaluate_model
+from ..tokenizer import text_to_token_ids, token_ids_to_text
 
 
 @dataclass
@@ -124,8 +124,37 @@ def train_model(
     fast mode passes its own (``gptlab.fast``), the defaults are the book's.
     """
     state = state or TrainState()
-    steps_per_epoch = len(train_loader)
-    bar = tqdm(
+    bar = _progress_bar(num_epochs, len(train_loader), state, progress)
+    loop = _Loop(
+        model,
+        train_loader,
+        val_loader,
+        optimizer,
+        device,
+        num_epochs,
+        eval_freq,
+        eval_iter,
+        start_context,
+        tokenizer,
+        state=state,
+        bar=bar,
+        on_epoch_end=on_epoch_end,
+        should_stop=should_stop,
+        on_stop=on_stop,
+        autocast=autocast,
+        evaluate=evaluate,
+    )
+    try:
+        while state.epoch < num_epochs:
+            loop.train_epoch()
+            loop.end_epoch()
+    finally:
+        bar.close()
+    return state
+
+
+def _progress_bar(num_epochs: int, steps_per_epoch: int, state: TrainState, progress: bool):
+    return tqdm(
         total=num_epochs * steps_per_epoch,
         initial=state.epoch * steps_per_epoch + state.batch_in_epoch,
         desc="training",
@@ -134,59 +163,101 @@ def train_model(
         disable=not progress,
         mininterval=2.0,
     )
-    try:
-        while state.epoch < num_epochs:
-            model.train()
-            for input_batch, target_batch in _epoch_iterator(train_loader, state):
-                if state.batch_in_epoch == 0:
-                    state.epoch_seed = getattr(train_loader.sampler, "last_seed", None)
-                optimizer.zero_grad()
-                with autocast():
-                    loss = calc_loss_batch(input_batch, target_batch, model, device)
-                if not torch.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"the training loss is {loss.item()} at epoch {state.epoch + 1}, step "
-                        f"{state.global_step + 1}: training diverged. Lower the learning rate (or check "
-                        "the data and settings); checkpoints written so far are kept"
-                    )
-                loss.backward()
-                optimizer.step()
-                state.tokens_seen += input_batch.numel()
-                state.global_step += 1
-                state.batch_in_epoch += 1
-                bar.update(1)
 
-                if state.global_step % eval_freq == 0:
-                    train_loss, val_loss = evaluate(model, train_loader, val_loader, device, eval_iter)
-                    state.train_losses.append(train_loss)
-                    state.val_losses.append(val_loss)
-                    state.track_tokens_seen.append(state.tokens_seen)
-                    state.eval_steps.append(state.global_step)
-                    state.eval_epochs.append(state.epoch + 1)
-                    bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
-                    print(
-                        f"Ep {state.epoch + 1} (Step {state.global_step:06d}): "
-                        f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}",
-                        flush=True,
-                    )
-                if should_stop is not None and should_stop() and state.batch_in_epoch < steps_per_epoch:
-                    if on_stop is not None:
-                        on_stop(state)
-                    raise TrainingInterrupted(f"stopped at epoch {state.epoch + 1}, step {state.global_step}")
 
-            state.samples.append(generate_and_print_sample(model, tokenizer, device, start_context))
-            state.epoch += 1
-            state.batch_in_epoch = 0
-            state.epoch_seed = None
-            if on_epoch_end is not None:
-                on_epoch_end(state)
-            if should_stop is not None and should_stop() and state.epoch < num_epochs:
-                if on_stop is not None:
-                    on_stop(state)
-                raise TrainingInterrupted(f"stopped after epoch {state.epoch}")
-    finally:
-        bar.close()
-    return state
+@dataclass
+class _Loop:
+    """One call of ``train_model``: the book's loop, one named step at a time."""
+
+    model: object
+    train_loader: object
+    val_loader: object
+    optimizer: object
+    device: object
+    num_epochs: int
+    eval_freq: int
+    eval_iter: int
+    start_context: str
+    tokenizer: object
+    state: TrainState
+    bar: object
+    on_epoch_end: object = None
+    should_stop: object = None
+    on_stop: object = None
+    autocast: object = contextlib.nullcontext
+    evaluate: object = evaluate_model
+
+    def train_epoch(self) -> None:
+        """The rest of the current epoch: a step per batch, an evaluation every ``eval_freq`` steps."""
+        state, steps_per_epoch = self.state, len(self.train_loader)
+        self.model.train()
+        for input_batch, target_batch in _epoch_iterator(self.train_loader, state):
+            if state.batch_in_epoch == 0:
+                state.epoch_seed = getattr(self.train_loader.sampler, "last_seed", None)
+            self.train_step(input_batch, target_batch)
+            if state.global_step % self.eval_freq == 0:
+                self.evaluate_and_print()
+            self.stop_if_asked(
+                state.batch_in_epoch < steps_per_epoch,
+                f"stopped at epoch {state.epoch + 1}, step {state.global_step}",
+            )
+
+    def train_step(self, input_batch, target_batch) -> None:
+        """One optimizer step; a non-finite loss stops the run before the update."""
+        state = self.state
+        self.optimizer.zero_grad()
+        with self.autocast():
+            loss = calc_loss_batch(input_batch, target_batch, self.model, self.device)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the training loss is {loss.item()} at epoch {state.epoch + 1}, step "
+                f"{state.global_step + 1}: training diverged. Lower the learning rate (or check "
+                "the data and settings); checkpoints written so far are kept"
+            )
+        loss.backward()
+        self.optimizer.step()
+        state.tokens_seen += input_batch.numel()
+        state.global_step += 1
+        state.batch_in_epoch += 1
+        self.bar.update(1)
+
+    def evaluate_and_print(self) -> None:
+        """The book's evaluation: train and val loss over ``eval_iter`` batches, recorded and printed."""
+        state = self.state
+        train_loss, val_loss = self.evaluate(
+            self.model, self.train_loader, self.val_loader, self.device, self.eval_iter
+        )
+        state.train_losses.append(train_loss)
+        state.val_losses.append(val_loss)
+        state.track_tokens_seen.append(state.tokens_seen)
+        state.eval_steps.append(state.global_step)
+        state.eval_epochs.append(state.epoch + 1)
+        self.bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
+        print(
+            f"Ep {state.epoch + 1} (Step {state.global_step:06d}): "
+            f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}",
+            flush=True,
+        )
+
+    def end_epoch(self) -> None:
+        """The sample printed after each epoch, the epoch counted, ``on_epoch_end`` called."""
+        state = self.state
+        state.samples.append(
+            generate_and_print_sample(self.model, self.tokenizer, self.device, self.start_context)
+        )
+        state.epoch += 1
+        state.batch_in_epoch = 0
+        state.epoch_seed = None
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(state)
+        self.stop_if_asked(state.epoch < self.num_epochs, f"stopped after epoch {state.epoch}")
+
+    def stop_if_asked(self, more_to_do: bool, where: str) -> None:
+        """Poll ``should_stop``; if asked, with ``more_to_do``: ``on_stop``, then TrainingInterrupted."""
+        if self.should_stop is not None and self.should_stop() and more_to_do:
+            if self.on_stop is not None:
+                self.on_stop(self.state)
+            raise TrainingInterrupted(where)
 
 
 def train_model_simple(

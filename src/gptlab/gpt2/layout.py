@@ -1,19 +1,69 @@
-"""How OpenAI's GPT-2 variables map onto the book's ``GPTModel`` (no TensorFlow here).
+"""What a GPT-2 release and its conversion look like: names, shapes, hparams (no TensorFlow, no torch).
 
-OpenAI stores each layer's linear maps as ``[1, d_in, d_out]`` "conv1d"
-kernels and the query/key/value maps fused into one ``c_attn`` of width
-``3 * d``; ``torch.nn.Linear`` keeps ``[d_out, d_in]``. The mapping is kept in
-one table, used both by the safetensors conversion and by the book's
-``load_weights_into_gpt``-style API.
+* the files of an OpenAI release (:data:`FILENAMES`), OpenAI's known file sizes
+  and hyperparameters per size (:data:`KNOWN_FILE_SIZES`, :data:`GPT2_HPARAMS`);
+* the converted file: :data:`SAFETENSORS`, its metadata :data:`FORMAT`,
+  :data:`FORMAT_VERSION` and :data:`DIGEST_KEY`;
+* ``hparams.json``: :func:`check_hparams`, :func:`read_hparams` and the
+  ``GPTModel`` config they imply (:func:`gpt2_model_config`);
+* how OpenAI's variables map onto ``GPTModel``'s state dict. OpenAI stores
+  each layer's linear maps as ``[1, d_in, d_out]`` "conv1d" kernels and the
+  query/key/value maps fused into one ``c_attn`` of width ``3 * d``;
+  ``torch.nn.Linear`` keeps ``[d_out, d_in]``. The mapping is kept in one table
+  (:func:`state_dict_targets`, :func:`transform`), used by the safetensors
+  conversion; the book's ``load_weights_into_gpt`` follows the same layout.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-from torch import nn
+import json
+from pathlib import Path
 
+import numpy as np
+
+SIZES = ("124M", "355M", "774M", "1558M")
+FILENAMES = (
+    "checkpoint",
+    "encoder.json",
+    "hparams.json",
+    "model.ckpt.data-00000-of-00001",
+    "model.ckpt.index",
+    "model.ckpt.meta",
+    "vocab.bpe",
+)
+DATA = "model.ckpt.data-00000-of-00001"
+INDEX = "model.ckpt.index"
+HPARAMS = "hparams.json"
+MANIFEST = "manifest.json"
+# Sizes in bytes of OpenAI's files, as checked by the book's tests; other sizes use Content-Length.
+KNOWN_FILE_SIZES = {
+    "124M": dict(zip(FILENAMES, (77, 1042301, 90, 497759232, 5215, 471155, 456318), strict=True)),
+    "355M": dict(zip(FILENAMES, (77, 1042301, 91, 1419292672, 10399, 926519, 456318), strict=True)),
+}
+# OpenAI's published shapes, for documentation and benchmarks. Models are always
+# built from the downloaded hparams.json, never from this table.
+GPT2_HPARAMS = {
+    size: {"n_vocab": 50257, "n_ctx": 1024, "n_embd": d, "n_head": h, "n_layer": n}
+    for size, (d, h, n) in {
+        "124M": (768, 12, 12),
+        "355M": (1024, 16, 24),
+        "774M": (1280, 20, 36),
+        "1558M": (1600, 25, 48),
+    }.items()
+}
 HPARAM_KEYS = ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer")
+
+SAFETENSORS = "model.safetensors"
+FORMAT = "gptlab-gpt2"
+# 2: the metadata holds DIGEST_KEY, the SHA-256 of the tensor data (everything after the header).
+FORMAT_VERSION = "2"
+DIGEST_KEY = "data_sha256"
+
+
+def check_size(model_size: str) -> None:
+    """Raise ``ValueError`` unless ``model_size`` names one of OpenAI's releases (:data:`SIZES`)."""
+    if model_size not in SIZES:
+        raise ValueError(f"model_size={model_size!r} is not a GPT-2 release; choose one of {SIZES}")
 
 
 def check_hparams(hparams: dict) -> dict:
@@ -30,6 +80,17 @@ def check_hparams(hparams: dict) -> dict:
             f"GPT-2 hparams n_embd={hparams['n_embd']} is not divisible by n_head={hparams['n_head']}"
         )
     return {k: hparams[k] for k in HPARAM_KEYS}
+
+
+def read_hparams(path) -> dict:
+    """The checked hyperparameters of an ``hparams.json`` file; raise naming the file if it is unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: every GPT-2 release ships an hparams.json")
+    try:
+        return check_hparams(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); re-download it") from err
 
 
 def gpt2_model_config(hparams: dict, *, drop_rate: float = 0.0) -> dict:
@@ -99,7 +160,8 @@ _TOP = {
     "model/ln_f/g": "final_norm.scale",
     "model/ln_f/b": "final_norm.shift",
 }
-_QKV = ("W_query", "W_key", "W_value")
+# GPTModel's attention projections, in the order OpenAI fuses them into c_attn.
+QKV = ("W_query", "W_key", "W_value")
 
 
 def state_dict_targets(tf_name: str) -> list[tuple[str, str]]:
@@ -115,9 +177,9 @@ def state_dict_targets(tf_name: str) -> list[tuple[str, str]]:
         prefix = f"trf_blocks.{int(parts[1][1:])}."
         rest = parts[2]
         if rest == "attn/c_attn/w":
-            return [(f"{prefix}att.{m}.weight", f"qkv_w{j}") for j, m in enumerate(_QKV)]
+            return [(f"{prefix}att.{m}.weight", f"qkv_w{j}") for j, m in enumerate(QKV)]
         if rest == "attn/c_attn/b":
-            return [(f"{prefix}att.{m}.bias", f"qkv_b{j}") for j, m in enumerate(_QKV)]
+            return [(f"{prefix}att.{m}.bias", f"qkv_b{j}") for j, m in enumerate(QKV)]
         for tf_rest, key, kind in _BLOCK:
             if rest == tf_rest:
                 return [(prefix + key, kind)]
@@ -137,6 +199,7 @@ def transform(kind: str, array: np.ndarray) -> np.ndarray:
 
 
 def transformed_shape(kind: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape :func:`transform` gives an array of ``shape``, without the array."""
     if kind == "same":
         return tuple(shape)
     if kind == "t":
@@ -144,83 +207,3 @@ def transformed_shape(kind: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     if kind.startswith("qkv_w"):
         return (shape[2] // 3, shape[1])
     return (shape[0] // 3,)
-
-
-# --------------------------------------------------------------------------- the book's API
-
-
-def load_gpt2_params_from_tf_ckpt(ckpt_path, settings: dict) -> dict:
-    """The book's nested ``params`` dict (``wte, wpe, g, b, blocks[i][...]``) from a TF checkpoint.
-
-    ``ckpt_path`` is a checkpoint prefix (``.../model.ckpt``) or its folder.
-    Needs TensorFlow (``pip install 'gptlab[convert]'``).
-    """
-    from .convert import iter_tf_variables
-
-    n_layer = check_hparams(settings)["n_layer"]
-    params: dict = {"blocks": [{} for _ in range(n_layer)]}
-    for name, array in iter_tf_variables(ckpt_path):
-        parts = name.split("/")[1:]  # drop "model/"
-        target = params
-        if parts[0].startswith("h"):
-            layer = int(parts[0][1:])
-            if layer >= n_layer:
-                raise ValueError(
-                    f"checkpoint {ckpt_path} has variable {name} but settings say n_layer={n_layer}: "
-                    "the hparams.json does not belong to this checkpoint"
-                )
-            target = params["blocks"][layer]
-        for key in parts[1:-1]:
-            target = target.setdefault(key, {})
-        # The book squeezes every array; only the conv kernels have a leading 1 to drop.
-        target[parts[-1]] = array[0] if array.ndim == 3 and array.shape[0] == 1 else array
-    return params
-
-
-def _assign(module: nn.Module, attr: str, array: np.ndarray, label: str) -> None:
-    current = getattr(module, attr)
-    if current is None:
-        raise ValueError(
-            f"{label}: the model has no such parameter; GPT-2 needs qkv_bias=True (use gpt2_model_config)"
-        )
-    if tuple(current.shape) != tuple(array.shape):
-        raise ValueError(
-            f"shape mismatch for {label}: model {tuple(current.shape)}, checkpoint {tuple(array.shape)}; "
-            "build the model with gpt2_model_config(settings) from the checkpoint's hparams.json"
-        )
-    setattr(module, attr, nn.Parameter(torch.tensor(array)))
-
-
-def load_weights_into_gpt(gpt, params: dict) -> None:
-    """Copy the book's ``params`` into ``gpt`` as the book does (``out_head`` gets a copy of ``wte``)."""
-    n_model, n_params = len(gpt.trf_blocks), len(params["blocks"])
-    if n_model != n_params:
-        raise ValueError(
-            f"the model has {n_model} transformer blocks, the checkpoint {n_params}: "
-            "build the model with gpt2_model_config(settings)"
-        )
-    _assign(gpt.pos_emb, "weight", params["wpe"], "pos_emb.weight (wpe)")
-    _assign(gpt.tok_emb, "weight", params["wte"], "tok_emb.weight (wte)")
-    for b, block in enumerate(params["blocks"]):
-        blk = gpt.trf_blocks[b]
-        c_attn = block["attn"]["c_attn"]
-        for j, name in enumerate(_QKV):
-            lin = getattr(blk.att, name)
-            _assign(
-                lin, "weight", np.split(c_attn["w"], 3, axis=-1)[j].T, f"trf_blocks.{b}.att.{name}.weight"
-            )
-            _assign(lin, "bias", np.split(c_attn["b"], 3, axis=-1)[j], f"trf_blocks.{b}.att.{name}.bias")
-        pairs = (
-            (blk.att.out_proj, block["attn"]["c_proj"], "att.out_proj"),
-            (blk.ff.layers[0], block["mlp"]["c_fc"], "ff.layers.0"),
-            (blk.ff.layers[2], block["mlp"]["c_proj"], "ff.layers.2"),
-        )
-        for lin, src, label in pairs:
-            _assign(lin, "weight", src["w"].T, f"trf_blocks.{b}.{label}.weight")
-            _assign(lin, "bias", src["b"], f"trf_blocks.{b}.{label}.bias")
-        for norm, ln in ((blk.norm1, "ln_1"), (blk.norm2, "ln_2")):
-            _assign(norm, "scale", block[ln]["g"], f"trf_blocks.{b}.{ln}.g")
-            _assign(norm, "shift", block[ln]["b"], f"trf_blocks.{b}.{ln}.b")
-    _assign(gpt.final_norm, "scale", params["g"], "final_norm.scale (ln_f/g)")
-    _assign(gpt.final_norm, "shift", params["b"], "final_norm.shift (ln_f/b)")
-    _assign(gpt.out_head, "weight", params["wte"], "out_head.weight (wte)")
