@@ -1,10 +1,19 @@
-# One command each: `make test`, `make run`. Both create .venv and install pinned dependencies first.
+# One command each: `make test`, `make run`, `make demo`. Each creates .venv and installs pinned
+# dependencies first.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-all run reproduce-book lint format bench clean
+# The tiny study (config/test.yaml) with synthetic GPT-2 releases, run in its own git-ignored folder
+# so that it never mixes with the study in results/. CORPUS=path names a local copy of The Verdict
+# (offline machines); without it, the text is downloaded.
+DEMO := demo
+CORPUS ?=
+DEMO_SNAKEMAKE := $(VENV)/bin/snakemake --directory $(DEMO) --snakefile Snakefile \
+	--configfile config/test.yaml $(DEMO)/gpt2.yaml $(DEMO)/corpus.yaml
+
+.PHONY: install test test-all run demo progress reproduce-book lint format bench clean
 
 install: $(STAMP)
 
@@ -24,6 +33,39 @@ test-all: $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/snakemake --workflow-profile workflow/profiles/default
+
+demo: $(DEMO)/gpt2.yaml
+ifneq ($(strip $(CORPUS)),)
+	@test -f '$(CORPUS)' || { echo "make demo: CORPUS=$(CORPUS) is not a file; name a copy of The Verdict" >&2; exit 1; }
+	@echo '{corpus: {local_path: "$(abspath $(CORPUS))"}}' > $(DEMO)/corpus.yaml
+else
+	@echo '{corpus: {local_path: null}}' > $(DEMO)/corpus.yaml
+endif
+	@echo '$(DEMO_SNAKEMAKE)'; $(DEMO_SNAKEMAKE) || { test -s $(DEMO)/results/data/corpus.txt || echo \
+	"make demo: The Verdict could not be downloaded (see $(DEMO)/results/logs/download_corpus.log). \
+	Offline, name a local copy: make demo CORPUS=path/to/the-verdict.txt \
+	(with snakemake itself: corpus.local_path in a config file)." >&2; exit 1; }
+	$(DEMO_SNAKEMAKE) --report report.html
+	@echo "Done: results in $(DEMO)/results/, Snakemake's report in $(DEMO)/report.html."
+
+# Synthetic GPT-2 releases and the config overlay that points the pipeline at them.
+$(DEMO)/gpt2.yaml: $(STAMP)
+	$(PY) -m gptlab.testing mirror $(DEMO)/gpt2-mirror --config $@
+
+# The last progress line of each job running in this checkout (results/ or demo/results/): its log
+# under results/logs/ is open in a running process. To follow it: watch -n 5 make -s progress
+progress:
+	@logs=$$(find /proc/[0-9]*/fd -lname '$(CURDIR)/*results/logs/*.log' -printf '%l\n' 2>/dev/null | sort -u); \
+	test -n "$$logs" || { echo "No job is running (logs: results/logs/, $(DEMO)/results/logs/)."; exit 0; }; \
+	for log in $$logs; do \
+		printf '%s: ' "$${log#$(CURDIR)/}"; \
+		tail -c 8192 "$$log" | tr '\r' '\n' | awk '$(PROGRESS_LINE)'; \
+	done
+
+# Of a log's lines, the last progress bar (tqdm: ETA, losses), else the last line (the notebook
+# kernel's start-up warning aside), cut to 160 characters.
+PROGRESS_LINE := NF && !/^\[IPKernelApp\] WARNING/ {last = $$0} /%\|/ {bar = $$0} \
+	END {line = bar != "" ? bar : last; print line == "" ? "(no output yet)" : substr(line, 1, 160)}
 
 reproduce-book: $(STAMP)
 	$(PY) -m gptlab.book --corpus ../shared/data/the-verdict.txt

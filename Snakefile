@@ -3,7 +3,9 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# Files of the workflow are named relative to it, not to the working directory: a study can run in
+# any folder (`snakemake --directory DIR`), which then holds its results/ and .snakemake/.
+configfile: f"{workflow.basedir}/config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"

@@ -295,6 +295,16 @@ def test_generate_from_converted_gpt2_reads_its_hparams(release, capsys):
     assert code == 0 and by_path == expected
 
 
+def test_generate_says_when_the_gpt2_weights_are_not_openais(release, ckpt, capsys):
+    args = ("--prompt", PROMPT, "--temperature", "0", "--max-new-tokens", "3", *CPU)
+    code, out, err = cli("generate", "--gpt2", "124M", "--gpt2-dir", release["root"], *args, capsys=capsys)
+    assert code == 0 and out.startswith(PROMPT)
+    assert "Synthetic weights: these numbers are not the book's. GPT-2 124M: not OpenAI's weights: " in err
+    assert "its hparams differ from OpenAI's 124M (n_layer 2 vs 12" in err
+    code, _, err = cli("generate", "--model", ckpt, *args, capsys=capsys)  # a training checkpoint: no notice
+    assert code == 0 and "Synthetic" not in err
+
+
 # --- evaluate --------------------------------------------------------------------------------
 
 

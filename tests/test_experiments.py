@@ -1,10 +1,12 @@
-"""Exercise 5.1 (pizza) and the per-text metrics, on hand-made examples and the book's numbers."""
+"""Exercise 5.1 (pizza), the per-text metrics, and where models' weights come from."""
+# ruff: noqa: F811  (the fixtures imported from tests.gpt2_fixtures are used as arguments)
 
 from __future__ import annotations
 
 import json
 import math
 import random
+import shutil
 from importlib import metadata
 
 import pandas as pd
@@ -12,9 +14,22 @@ import pytest
 import torch
 
 from gptlab.experiments import metrics, pizza
+from gptlab.experiments.common import (
+    CHECKPOINT,
+    GPT2_RELEASE,
+    IN_MEMORY,
+    combined_metadata,
+    describe_models,
+    load_model,
+    model_origin,
+)
 from gptlab.generation import TOY_INVERSE_VOCAB, print_sampled_tokens, softmax_with_temperature
+from gptlab.gpt2 import DATA, GPT2_HPARAMS, SAFETENSORS, gpt2_model_config, release_origin
+from gptlab.io import write_table
+from gptlab.model import GPTModel
 from gptlab.tokenizer import get_tokenizer
 from tests.conftest import make_model
+from tests.gpt2_fixtures import TINY, converted, synthetic_ckpt  # noqa: F401  (fixtures)
 
 BOOK_T1_COUNTS = [73, 0, 0, 582, 2, 0, 0, 343, 0]  # closer every effort forward inches moves pizza toward you
 
@@ -185,3 +200,80 @@ def test_writers_write_csv_and_sidecar(tmp_path, gpt2_vocab_model):
     assert json.loads((tmp_path / "sweep.meta.json").read_text())["seed"] == 7
     assert "tiny" in json.loads((tmp_path / "next.meta.json").read_text())["models"]
     assert not list(tmp_path.glob(".*tmp"))  # no temporary files left behind
+
+
+# ---------------------------------------------------------------- where the weights come from
+
+
+def _release(converted, tmp_path, size: str):
+    """The converted synthetic release in a folder named after ``size``, as the pipeline keeps it."""
+    folder = tmp_path / size
+    folder.mkdir()
+    shutil.copy2(converted, folder / SAFETENSORS)
+    return folder
+
+
+def test_a_synthetic_release_is_not_openais(converted, tmp_path):
+    folder = _release(converted, tmp_path, "124M")
+    origin = release_origin(folder, "124M")
+    assert origin["matches_openai"] is False and origin["release"] == "124M"
+    assert origin["evidence"] == (
+        "not OpenAI's weights: its hparams differ from OpenAI's 124M "
+        f"(n_layer {TINY['n_layer']} vs 12, n_head {TINY['n_head']} vs 12, n_embd {TINY['n_embd']} vs 768, "
+        f"n_ctx {TINY['n_ctx']} vs 1024)"
+    )
+    anywhere = release_origin(folder / SAFETENSORS)  # no size named: compared with every release
+    assert anywhere["release"] is None and "are those of none of OpenAI's releases" in anywhere["evidence"]
+    # the pipeline's layer: a model loaded from the folder carries the origin into every sidecar
+    model = load_model(folder)
+    described = describe_models({"gpt2-124M": model})["gpt2-124M"]
+    assert described["origin"] == {"source": GPT2_RELEASE, **origin} == model_origin(folder)
+
+
+def test_a_release_of_openais_shape_and_size_is_only_consistent(converted, tmp_path, monkeypatch):
+    """What the check can tell: hparams and data size. Same shape and size read "consistent", not "OpenAI's";
+    a data size other than OpenAI's file's is enough to say not OpenAI's."""
+    import gptlab.gpt2.load as load
+
+    folder = _release(converted, tmp_path, "124M")
+    monkeypatch.setitem(load.GPT2_HPARAMS, "124M", dict(TINY))  # pretend OpenAI's 124M had this shape
+    monkeypatch.setitem(load.KNOWN_FILE_SIZES, "124M", {})  # so its data size is 4 bytes per value
+    origin = release_origin(folder)
+    assert origin["matches_openai"] is True and origin["release"] == "124M"
+    assert origin["evidence"].startswith("consistent with OpenAI's 124M: the same hparams and ")
+    assert "the values themselves are not checked" in origin["evidence"]
+    monkeypatch.setitem(load.KNOWN_FILE_SIZES, "124M", {DATA: 497759232})
+    origin = release_origin(folder)
+    assert origin["matches_openai"] is False and "497,759,232 bytes of tensor data" in origin["evidence"]
+
+
+def test_origin_of_checkpoints_and_models_in_memory(tmp_path):
+    assert model_origin(tmp_path / "checkpoint.pt") == {
+        "source": CHECKPOINT,
+        "matches_openai": False,
+        "release": None,
+        "evidence": "trained with gptlab (a training checkpoint), not OpenAI's GPT-2",
+    }
+    tiny = model_origin(make_model())
+    assert tiny["source"] == IN_MEMORY and tiny["matches_openai"] is False
+    with torch.device("meta"):
+        shaped = GPTModel(gpt2_model_config(GPT2_HPARAMS["124M"]))
+    unknown = model_origin(shaped)  # OpenAI's shape, weights of unknown source
+    assert unknown["matches_openai"] is None and unknown["release"] == "124M"
+
+
+def test_combined_metadata_records_the_experiment_and_the_models(tmp_path):
+    described = {"a": {"parameters": 1}}
+    one = write_table(
+        pd.DataFrame({"model": ["a"]}), tmp_path / "a.csv", {"experiment": "e", "models": described}
+    )
+    ckpt = tmp_path / "b.pt"
+    ckpt.touch()
+    two = write_table(
+        pd.DataFrame({"model": ["b", "b"]}), tmp_path / "b.csv", {"experiment": "e", "model": str(ckpt)}
+    )
+    meta = combined_metadata([one, two])
+    assert meta["experiment"] == "e" and meta["models"]["a"] == {"parameters": 1}
+    assert meta["models"]["b"]["origin"]["source"] == CHECKPOINT  # from the model file the part names
+    other = write_table(pd.DataFrame({"model": ["c"]}), tmp_path / "c.csv", {"experiment": "f"})
+    assert "experiment" not in combined_metadata([one, other])  # the parts disagree: nothing recorded

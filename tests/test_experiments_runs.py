@@ -78,40 +78,99 @@ def test_aggregate_cells(generations):
     cells = sweep.aggregate_cells(df)
     assert len(cells) == len(SETTINGS) and (cells["n"] == 2).all()
     greedy = cells[cells["temperature"] == 0.0].iloc[0]
-    assert greedy["unique_text_fraction"] == 0.5 and greedy["distinct_1_std"] == 0.0
+    assert greedy["seed_disagreement"] == 0.0 and greedy["unique_text_fraction"] == 0.5
+    assert greedy["distinct_1_std"] == 0.0
     hot = cells[cells["temperature"] == 1.5].iloc[0]
     sub = df[df["temperature"] == 1.5]
     assert hot["mean_logprob_mean"] == pytest.approx(sub["mean_logprob"].mean())
     assert hot["unique_text_fraction"] == sub["text"].nunique() / 2
+    assert hot["seed_disagreement"] == (1.0 if sub["text"].nunique() == 2 else 0.0)
     assert cells["top_k"].tolist()[1] == 5 and pd.isna(cells["top_k"].tolist()[0])
     with pytest.raises(ValueError, match="lacks columns"):
         sweep.aggregate_cells(df.drop(columns="distinct_2"))
 
 
+@pytest.mark.parametrize(
+    ("texts", "expected"),
+    [(["a", "a", "a"], 0.0), (["a", "b", "c"], 1.0), (["a", "a", "b"], 2 / 3), (["a", "b"], 1.0)],
+)
+def test_seed_disagreement_is_the_share_of_seed_pairs_that_differ(texts, expected):
+    assert sweep.seed_disagreement(texts) == pytest.approx(expected)
+
+
+def test_seed_disagreement_needs_two_seeds():
+    assert pd.isna(sweep.seed_disagreement(["a"]))
+
+
+def _cells(**columns) -> pd.DataFrame:
+    base = {
+        "model": "m",
+        "temperature": [0.0, 0.5, 1.0, 2.0, 3.0, 2.0],
+        "top_k_label": ["all", "50", "all", "all", "all", "1"],
+        "mean_logprob_mean": [-1.0, -2.0, -3.0, -6.0, -8.0, -1.0],
+        "distinct_2_mean": [0.3, 0.7, 0.8, 0.99, 1.0, 0.3],
+        "repetition_rate_mean": [0.5, 0.1, 0.05, 0.0, 0.0, 0.5],
+        "verbatim_span_mean": [20.0, 3.0, 9.0, 1.0, 0.0, 20.0],
+        "seed_disagreement": [0.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+    }
+    return pd.DataFrame(base | columns)
+
+
 def test_recommend_settings_follows_its_rules():
-    cells = pd.DataFrame(
-        {
-            "model": "m",
-            "temperature": [0.0, 0.5, 1.0, 2.0, 3.0],
-            "top_k_label": ["all", "50", "all", "all", "all"],
-            "mean_logprob_mean": [-1.0, -2.0, -3.0, -6.0, -8.0],
-            "distinct_2_mean": [0.3, 0.7, 0.8, 0.99, 1.0],
-            "repetition_rate_mean": [0.5, 0.1, 0.05, 0.0, 0.0],
-            "verbatim_span_mean": [20.0, 3.0, 9.0, 1.0, 0.0],
-            "unique_text_fraction": [0.2, 1.0, 1.0, 1.0, 1.0],
-        }
-    )
-    rec = sweep.recommend_settings(cells).set_index("criterion")
+    rec = sweep.recommend_settings(_cells()).set_index("criterion")
     assert list(rec.columns) == [c for c in sweep.RECOMMENDED_COLUMNS if c != "criterion"]
     pick = {c: (rec.loc[c, "temperature"], rec.loc[c, "top_k_label"]) for c in rec.index}
-    assert pick["most_likely"] == (0.0, "all")
+    assert pick["most_likely"] == (0.0, "all")  # greedy wins likelihood (tie with T = 2, k = 1: lower T)
     assert pick["most_likely_varied"] == (0.5, "50")
     assert pick["most_diverse"] == (3.0, "all")
-    # median log-prob is -3: only T = 0, 0.5 and 1 qualify for the rules below
+    # the median log-prob of the sampling settings (T > 0, k != 1) is -4.5: T = 0.5 and 1 qualify below
     assert pick["balanced"] == (1.0, "all")
     assert pick["least_repetitive"] == (1.0, "all")
     assert pick["least_memorised"] == (0.5, "50")
-    assert rec.loc["balanced", "threshold"] == -3.0
+    assert rec.loc["balanced", "threshold"] == -4.5 and pd.isna(rec.loc["most_diverse", "threshold"])
+    assert rec.loc["most_diverse", "candidates"] == 4 and rec.loc["balanced", "candidates"] == 2
+    assert "sampling settings" in rec.loc["most_diverse", "rule"]  # each rule states its criterion
+    assert sweep.recommendation_gaps(_cells()).empty
+
+
+def test_greedy_is_never_recommended_for_variety():
+    # greedy is the most diverse here, yet only sampling settings are candidates for variety
+    cells = _cells(distinct_2_mean=[1.0, 0.7, 0.8, 0.9, 0.95, 1.0], seed_disagreement=[0, 1, 1, 1, 1, 0])
+    rec = sweep.recommend_settings(cells).set_index("criterion")
+    for criterion in (
+        "most_likely_varied",
+        "most_diverse",
+        "balanced",
+        "least_repetitive",
+        "least_memorised",
+    ):
+        assert rec.loc[criterion, "temperature"] > 0 and rec.loc[criterion, "top_k_label"] != "1"
+    assert (rec.loc["most_diverse", "temperature"], rec.loc["most_diverse", "top_k_label"]) == (3.0, "all")
+
+
+def test_no_recommendation_when_the_metric_does_not_differ():
+    """The tiny model's case: every setting has distinct-2 = 1 and no repetition, and no seed varied."""
+    cells = _cells(distinct_2_mean=1.0, repetition_rate_mean=0.0, seed_disagreement=0.0)
+    rec = sweep.recommend_settings(cells)
+    assert set(rec["criterion"]) == {"most_likely", "least_memorised"}
+    gaps = sweep.recommendation_gaps(cells).set_index("criterion")
+    assert list(gaps.columns) == ["model", "rule", "reason"]
+    assert gaps.loc["most_diverse", "reason"].startswith("distinct-2 is 1 in every setting")
+    assert gaps.loc["least_repetitive", "reason"].startswith("repetition rate is 0 in every setting")
+    assert (
+        gaps.loc["most_likely_varied", "reason"] == "no sampling setting gave a different text for every seed"
+    )
+    no_text = sweep.recommendation_gaps(_cells(verbatim_span_mean=float("nan"))).set_index("criterion")
+    assert (
+        no_text.loc["least_memorised", "reason"] == "longest copied span was not measured (no training text)"
+    )
+
+
+def test_every_model_gets_a_recommendation():
+    """recommended.csv holds a set per model, even for a model whose metrics never differ."""
+    flat = _cells(model="flat", distinct_2_mean=1.0, repetition_rate_mean=0.0, verbatim_span_mean=0.0)
+    rec = sweep.recommend_settings(pd.concat([_cells(), flat], ignore_index=True))
+    assert list(dict.fromkeys(rec["model"])) == ["m", "flat"]
 
 
 def test_write_sweep(tmp_path, tiny, tok):
@@ -122,7 +181,8 @@ def test_write_sweep(tmp_path, tiny, tok):
         tok,
         SweepGrid([PROMPT], temperatures=(0.0, 1.0), top_ks=(1, None), seeds=(3, 4), max_new_tokens=5),
     )
-    assert len(gens) == 2 * 2 * 2 and len(cells) == 4 and len(rec) >= 4
+    assert len(gens) == 2 * 2 * 2 and len(cells) == 4 and set(rec["model"]) == {"tiny"}
+    assert len(rec) + len(sweep.recommendation_gaps(cells)) == len(sweep.RULES)
     for path, df in zip(paths, (gens, cells, rec), strict=True):
         assert list(pd.read_csv(path).columns) == list(df.columns)
         meta = json.loads(path.with_name(path.stem + ".meta.json").read_text())

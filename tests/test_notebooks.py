@@ -19,12 +19,13 @@ import pytest
 import torch
 
 from gptlab.experiments import determinism, figures, pizza, sizes, sweep
+from gptlab.experiments.common import describe_models
 from gptlab.experiments.determinism import DeterminismGrid
 from gptlab.experiments.losses import evaluate_losses, write_losses_csv
 from gptlab.experiments.sizes import SizesGrid
 from gptlab.experiments.sweep import SweepGrid
-from gptlab.io import concat_tables, save_figure, write_table
-from gptlab.study.notebook import provenance
+from gptlab.io import concat_tables, save_figure, sidecar_path, write_table
+from gptlab.study.notebook import SYNTHETIC_NOTICE, provenance, weights_notice
 from gptlab.study.reports import render_report
 from gptlab.study.runs import run_pretraining, run_resume, verify_resume
 from gptlab.tokenizer import get_tokenizer
@@ -34,7 +35,7 @@ from tests.conftest import EXPERIMENT_CONFIG, REPO, make_model, make_text
 NOTEBOOKS = REPO / "workflow" / "notebooks"
 REPORTS = ["ex5_1_pizza", "ex5_2_sweep", "ex5_3_determinism", "ex5_4_resume", "ex5_5_losses", "ex5_6_sizes"]
 PNG = ("png",)  # the reports embed PNGs; PDFs are not needed here
-HEATMAPS = ("distinct_2", "mean_logprob", "unique_text_fraction")
+HEATMAPS = ("distinct_2", "mean_logprob", "seed_disagreement")
 PROMPTS = ["Every effort moves you", "I HAD always thought Jack Gisburn"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -123,13 +124,14 @@ def _losses_figure(losses: pd.DataFrame, path: Path) -> str:
 def _write_losses(out: Path, models) -> tuple[dict, pd.DataFrame]:
     csv = out / "ex5_5" / "losses.csv"
     losses = evaluate_losses(models, make_text(), max_length=64, stride=64, batch_size=2)
-    write_losses_csv(losses, csv)
+    write_losses_csv(losses, csv, {"experiment": "5.5 losses", "models": describe_models(models)})
     figure = _losses_figure(losses, out / "figures" / "model_losses.png")
     return {"losses_csv": str(csv), "losses_png": figure}, losses
 
 
-def _write_sizes(out: Path, models, tok, losses: pd.DataFrame) -> dict:
-    d = out / "ex5_6"
+def _write_sizes(out: Path, models, tok, losses: pd.DataFrame, folder: str = "ex5_6") -> dict:
+    """5.6 as the pipeline writes it; ``models`` are named ``gpt2-<size>``."""
+    d = out / folder
     paths = [d / "sizes_generations.csv", d / "sizes_summary.csv", d / "sizes_side_by_side.csv"]
     wide = losses.pivot(index="model", columns="split", values="loss").reset_index()
     wide = wide.rename(columns={"train": "train_loss", "val": "val_loss"})
@@ -139,11 +141,11 @@ def _write_sizes(out: Path, models, tok, losses: pd.DataFrame) -> dict:
         tok,
         SizesGrid(PROMPTS[:1], seeds=(123, 124), max_new_tokens=8),
         train_text=make_text(300),
-        losses=wide,
+        losses=wide[wide["model"].isin(list(models))],
     )
-    refs = pd.DataFrame([sizes.check_book_reference(models[f"gpt2-{s}"], tok, s) for s in ("124M", "1558M")])
-    refs.to_csv(d / "book_reference.csv", index=False)
-    sizes_png = png(figures.plot_size_comparison(summary), out / "figures" / "sizes.png")
+    by_size = {name.removeprefix("gpt2-"): model for name, model in models.items()}
+    sizes.write_book_references(d / "book_reference.csv", by_size, tok)
+    sizes_png = png(figures.plot_size_comparison(summary), out / "figures" / f"{folder}.png")
     return {
         "generations_csv": str(paths[0]),
         "summary_csv": str(paths[1]),
@@ -171,7 +173,8 @@ def write_artifacts(out: Path) -> dict[str, dict]:
     )
     params["ex5_5_losses"] = losses_params
     size_models = {"gpt2-124M": gpt2_124m, "gpt2-1558M": gpt2_1558m}
-    params["ex5_6_sizes"] = _write_sizes(out, size_models, tok, losses[losses["model"] != "trained"])
+    params["ex5_6_sizes"] = _write_sizes(out, size_models, tok, losses)
+    params["one_size"] = _write_sizes(out, {"gpt2-124M": gpt2_124m}, tok, losses, "ex5_6_one")
     return params
 
 
@@ -190,9 +193,19 @@ IMG = re.compile(r"<img\b[^>]*\bsrc=\"([^\"]*)\"")
 def rendered(html_path: Path) -> tuple[str, str]:
     """The HTML and its visible text (tags removed, entities decoded, whitespace collapsed)."""
     page = html_path.read_text(encoding="utf-8")
+    return page, visible_text(page)
+
+
+def visible_text(page: str) -> str:
+    page = re.sub(r"<(style|script)\b.*?</\1>", " ", page, flags=re.DOTALL)
     inline = re.sub(r"</?(?:code|strong|em)\b[^>]*>", "", page)  # markdown's inline markup
     text = html.unescape(re.sub(r"<[^>]+>", " ", inline))
-    return page, re.sub(r"\s+", " ", text)
+    return re.sub(r"\s+", " ", text)
+
+
+def prose(page: str) -> str:
+    """The visible text outside tables: what the report says in sentences, lists and provenance."""
+    return visible_text(re.sub(r"<table\b.*?</table>", " ", page, flags=re.DOTALL))
 
 
 def render(name: str, params: dict, out: Path) -> tuple[str, str]:
@@ -206,6 +219,34 @@ def render(name: str, params: dict, out: Path) -> tuple[str, str]:
                 f"{name} wrote to stderr: {output['text'][:500]}"
             )
     return rendered(html_path)
+
+
+def assert_reads_like_a_paper(page: str, params: dict, synthetic: bool):
+    """What every report shares: no code, no raw booleans or Python containers in prose, the answer
+    before the first figure, the synthetic-weights notice exactly when GPT-2 weights are not OpenAI's,
+    and a sidecar for every table it reads (named in the provenance)."""
+    assert not re.search(r'class="[^"]*(jp-InputArea-editor|hl-ipython3)', page), "code is visible"
+    code_cells = re.findall(r'class="jp-Cell jp-CodeCell[^"]*"', page)
+    assert code_cells and all("jp-mod-noInput" in c for c in code_cells), "a code cell shows its input"
+    text = prose(page)
+    assert not re.search(r"\b(True|False|None|nan)\b", text), re.findall(
+        r".{60}\b(?:True|False|None|nan)\b.{20}", text
+    )
+    # the repr of a dict, of a list of strings, of a list of numbers
+    containers = r"\{['\"][^'\"]*['\"]: |\[['\"][^'\"]*['\"], ['\"]|\[-?\d+(?:\.\d+)?, -?\d"
+    assert not re.search(containers, text), re.findall(f".{{40}}(?:{containers}).{{40}}", text)
+    question, answer = page.find("<strong>Question.</strong>"), page.find("<strong>Answer.</strong>")
+    first_image = page.find("<img")
+    assert 0 <= question < answer, "the question, then the answer"
+    assert first_image == -1 or answer < first_image, "the answer comes before the first figure"
+    assert (SYNTHETIC_NOTICE in text) == synthetic
+    if synthetic:
+        assert text.find(SYNTHETIC_NOTICE) < text.find("Question.")  # at the top
+    tables = [v for k, v in params.items() if k.endswith("_csv")]
+    assert all(sidecar_path(t).is_file() for t in tables), "a table without a sidecar"
+    assert "beside it" not in text and "experiment not recorded" not in text
+    method = text.find(PROVENANCE)
+    assert text.find("Answer.") < method < text.find("versions: python"), "method and provenance at the end"
 
 
 def assert_images(page: str, count: int):
@@ -232,7 +273,6 @@ def check_pizza(params, page, text):
     assert_headings(
         text,
         'Exercise 5.1: how often is "pizza" sampled?',
-        "The toy distribution at T = 1, 0.1 and 5",
         "The book's counts next to the exact answer",
         "The better method: compute the probability instead of sampling",
         "Over a range of temperatures",
@@ -244,17 +284,20 @@ def check_pizza(params, page, text):
     assert in_table(page, f"[{p5.ci_low:.4f}, {p5.ci_high:.4f}]")
     assert in_table(page, f"{p5.exact_prob:.3g}")
     assert (
-        f'T = 5: {p5.count_book_loop} of 1,000 draws were "pizza"; the book printed 32 (same: True)' in text
+        'Answer. In 1,000 draws with seed 123, "pizza" came up 0, 0 and 32 times at T = 1, 0.1 and 5' in text
     )
-    assert (
-        f"so {p5.expected_count:.3g} are expected; the exact probability lies inside the interval: " in text
-    )
+    assert "as the book printed. No sampling is needed" in text
+    assert f'T = 5: {p5.count_book_loop} of 1,000 draws were "pizza", as the book printed.' in text
+    assert f"so {p5.expected_count:.3g} are expected; it lies inside the 95 % Wilson interval." in text
+    assert "The vectorised draw returned the loop's counts for every token and temperature." in text
     nxt = pd.read_csv(params["next_token_csv"])
     best = nxt.loc[nxt["rank"].idxmin()]
     assert f"The best rank of ' pizza' is {int(best['rank']):,} of 50,257" in text
     for r in nxt[nxt["temperature"] == 1.0].itertuples():
-        assert f"{r.model} after {r.prompt!r}: P = {r.prob:.3g} at T = 1" in text
-    assert "5.1 temperature sweep" in text and "num_draws" in text  # from the sidecar
+        assert f"{r.model} after {r.prompt!r}: P = " in text
+    # from the sidecars: the experiment, the settings as key = value, the models with their origin
+    assert "pizza_sweep.csv: 5.1 temperature sweep" in text and "num_draws = 1000" in text
+    assert "trained: " in text and "made in memory, with a shape none of OpenAI's GPT-2 releases has" in text
 
 
 def check_sweep(params, page, text):
@@ -262,29 +305,37 @@ def check_sweep(params, page, text):
     assert_headings(
         text,
         "Exercise 5.2: temperature and top-k",
-        "The grid",
+        "Greedy and sampling settings compared",
         "Recommended settings per model",
         "Low and high temperature, side by side",
-        "Heatmaps",
-        "Which cells were deterministic?",
-        "Lower or higher settings: where each one fits",
+        "How much the text depends on the seed",
+        "Every metric, setting by setting",
         PROVENANCE,
     )
-    rec = pd.read_csv(params["recommended_csv"], keep_default_na=False, na_values=[""])
+    assert "Answer. Low temperature and top-k suit tasks with one right answer" in text
+    rec = pd.read_csv(
+        params["recommended_csv"], keep_default_na=False, na_values=[""], dtype={"top_k_label": str}
+    )
     for r in rec[rec["criterion"] == "most_likely"].itertuples():
-        assert in_table(page, f"{r.mean_logprob_mean:.3f}")
-        assert f"{r.model}: most likely: T = {r.temperature:g}, top-k = {r.top_k_label}" in text
+        greedy = " (greedy)" if r.temperature == 0 or r.top_k_label == "1" else ""
+        expected = f"T = {r.temperature:g}, top-k = {r.top_k_label}{greedy}: mean log-prob "
+        assert expected in text
+    for r in rec.itertuples():  # greedy is never recommended for variety
+        if r.criterion != "most_likely":
+            assert r.temperature > 0 and r.top_k_label != "1", r
+    assert "highest distinct-2 among sampling settings" in text  # each rule is stated
     cells = pd.read_csv(params["cells_csv"], dtype={"top_k_label": str})
     greedy = (cells["temperature"] == 0) | (cells["top_k_label"] == "1")
-    det = cells["unique_text_fraction"] <= 0.5 + 1e-9  # two seeds
+    one_text = cells["seed_disagreement"] == 0
     assert (
-        f"greedy cells (T = 0 or top-k = 1) that gave one text for every seed: "
-        f"{int((greedy & det).sum())} of {int(greedy.sum())}"
+        f"greedy settings (T = 0 or top-k = 1) that gave one text for every seed: "
+        f"{int((greedy & one_text).sum())} of {int(greedy.sum())}"
     ) in text
-    assert f"sampling cells that still gave one text for every seed: {int((~greedy & det).sum())} of" in text
+    assert "sampling settings that still gave one text for every seed: " in text
     gens = pd.read_csv(params["generations_csv"])
-    assert f"{len(gens):,} generations in {len(cells):,} cells" in text
-    assert "mean log-prob" in text and "fraction of seeds giving different texts" in text  # heatmap titles
+    assert f"{len(gens):,} generations in {len(cells):,} settings" in text
+    assert "Mean log-prob" in text and "Seed disagreement" in text  # heatmap titles
+    assert "sweep_cells.csv: " in text and "made by the same run as sweep_generations.csv" in text
 
 
 def check_determinism(params, page, text):
@@ -293,19 +344,20 @@ def check_determinism(params, page, text):
         text,
         "Exercise 5.3: which settings make generate deterministic?",
         "Settings and what happened",
-        "How many settings behaved as the book says",
         "Greedy settings: the same output as generate_simple",
         "Sampling: the seed decides",
         "Batch invariance: a finding the book does not state",
         PROVENANCE,
     )
     det = pd.read_csv(params["determinism_csv"])
-    assert f"{int(det['as_expected'].sum())} of {len(det)} settings behaved as expected" in text
+    assert f"in all, {int(det['as_expected'].sum())} of {len(det)} settings behaved as the book says" in text
+    assert page.count("<table") == 1 + int((~det["as_expected"]).any())  # one table, not a picture of it too
     sampled = det[~det["expected_greedy"] & (det["batch_size"] > 1)]
     for rng, rows in sampled.groupby("rng"):
         n = int(rows["batch_invariant"].sum())
-        assert f"{rng}: batch-invariant in {n} of {len(rows)} settings" in text
-    assert "5.3 determinism audit" in text
+        same = f"{rng} random numbers: row i equals a batch of one with the same seed in {n} of {len(rows)}"
+        assert same in text
+    assert "determinism.csv: 5.3 determinism audit" in text
 
 
 def check_losses(params, page, text):
@@ -327,8 +379,9 @@ def check_losses(params, page, text):
     train = losses[losses["split"] == "train"].iloc[0]
     val = losses[losses["split"] == "val"].iloc[0]
     is_verdict = (train.n_batches, train.n_tokens, val.n_batches, val.n_tokens) == (9, 4608, 1, 512)
-    assert f"the split sizes are those of The Verdict with the book's loaders: {is_verdict}" in text
-    assert "models whose training and validation losses both match the book's: 0 of 2" in text
+    assert ("the splits here are the same." in text) == is_verdict
+    assert "They cannot be the book's: the GPT-2 weights are not OpenAI's" in text
+    assert "Models whose training and validation losses both match the book's: 0 of 2." in text
 
 
 def check_sizes(params, page, text):
@@ -336,19 +389,20 @@ def check_sizes(params, page, text):
     assert_headings(
         text,
         "Exercise 5.6: GPT-2 124M and GPT-2 1558M",
+        "Metrics per model, with the 5.5 losses",
         "The book's sample, reproduced?",
         "The texts side by side",
-        "Metrics per model, with the 5.5 losses",
         PROVENANCE,
     )
     refs = pd.read_csv(params["book_reference_csv"])
-    assert list(refs["size"]) == ["124M", "1558M"]
-    for r in refs.itertuples():
-        assert f"GPT-2 {r.size}: reproduces the book's text: {bool(r.matches_book)}" in text
+    assert list(refs["size"]) == ["124M", "1558M"] and not refs["matches_book"].any()
+    assert "reproduces the book's text with neither GPT-2 124M nor GPT-2 1558M." in text
+    assert "gpt2-1558M wrote text with " in text and ", compared with gpt2-124M" in text
     assert "toward finding an ideal life" in text  # the book's 1558M text is shown
     summary = pd.read_csv(params["summary_csv"])
     for r in summary.itertuples():
-        assert in_table(page, f"{r.mean_logprob_mean:.3f} ± {r.mean_logprob_std:.3f}")
+        mean = f"{r.mean_logprob_mean:.3f}".replace("-", "−")
+        assert in_table(page, f"{mean} ± {r.mean_logprob_std:.3f}")
         assert in_table(page, f"{r.val_loss:.4f}") and in_table(page, f"{r.parameters:,}")
     side = pd.read_csv(params["side_by_side_csv"])
     assert "text[gpt2-124M]" in text and "text[gpt2-1558M]" in text and len(side) == 2
@@ -360,7 +414,6 @@ def check_resume(params, page, text):
         text,
         "Pretraining and exercise 5.4: restore model and optimizer, train one more epoch",
         "Resumed vs uninterrupted",
-        "Loss curves",
         "Loss history",
         "Greedy sample after each epoch",
         PROVENANCE,
@@ -372,7 +425,7 @@ def check_resume(params, page, text):
     last = history.iloc[-1]
     assert f"Ep {last.epoch} (Step {last.global_step:06d}): Train loss {last.train_loss:.3f}" in text
     assert in_table(page, f"{verification['final_val_loss']['resumed']:.6f}")
-    assert "resumed_after_epoch: 1" in text  # from the sidecar
+    assert "resumed after epoch: 1" in text and "learning_rate = 0.0004" in text  # from the sidecar
 
 
 CHECKS = {
@@ -385,11 +438,27 @@ CHECKS = {
 }
 
 
+SYNTHETIC = {"ex5_1_pizza", "ex5_2_sweep", "ex5_5_losses", "ex5_6_sizes"}  # the reports with GPT-2 results
+
+
 @pytest.mark.parametrize("name", REPORTS)
 def test_report_renders_from_artifacts(artifacts, name, tmp_path):
     _, params = artifacts
     page, text = render(name, params[name], tmp_path)
+    assert_reads_like_a_paper(page, params[name], synthetic=name in SYNTHETIC)
     CHECKS[name](params[name], page, text)
+
+
+def test_sizes_report_with_one_size_says_so(artifacts, tmp_path):
+    """With one GPT-2 size there is nothing to compare: a sentence, no figure, no comparison table."""
+    _, params = artifacts
+    page, text = render("ex5_6_sizes", params["one_size"], tmp_path)
+    assert_reads_like_a_paper(page, params["one_size"], synthetic=True)
+    assert_images(page, 0)
+    assert "Only gpt2-124M was configured (gpt2.sizes), so there is no other size to compare with" in text
+    assert "Only one size was run, so there is no comparison of metrics to show." in text
+    assert "Metrics per model" not in text and "side by side" not in text
+    assert "does not reproduce the book's text with GPT-2 124M." in text
 
 
 def test_losses_report_recognises_the_book_values(tmp_path):
@@ -400,32 +469,73 @@ def test_losses_report_recognises_the_book_values(tmp_path):
         rows.append({"model": model, "split": "val", "loss": val, "n_batches": 1, "n_tokens": 512})
     frame = pd.DataFrame(rows)
     frame.insert(3, "perplexity", frame["loss"].map(math.exp))
-    csv = write_losses_csv(frame, tmp_path / "losses.csv")
-    meta = {"experiment": "5.5 losses", "corpus": "the-verdict.txt"}
-    (tmp_path / "losses.meta.json").write_text(json.dumps(meta))
+    csv = write_losses_csv(
+        frame, tmp_path / "losses.csv", {"experiment": "5.5 losses", "corpus": "the-verdict.txt"}
+    )
     figure = _losses_figure(frame, tmp_path / "losses.png")
-    _, text = render("ex5_5_losses", {"losses_csv": str(csv), "losses_png": figure}, tmp_path)
-    assert "the split sizes are those of The Verdict with the book's loaders: True" in text
-    assert "models whose training and validation losses both match the book's: 2 of 2" in text
-    assert "The losses reproduce the book's: these are OpenAI's weights evaluated on The Verdict." in text
-    assert "the larger GPT-2 has the lower validation loss, as in the book" in text
-    assert 'corpus: "the-verdict.txt"' in text  # the sidecar is reported
+    params = {"losses_csv": str(csv), "losses_png": figure}
+    page, text = render("ex5_5_losses", params, tmp_path)
+    # no origin recorded: no synthetic notice, but a word that the origin is unknown
+    assert_reads_like_a_paper(page, params, synthetic=False)
+    assert "Where the GPT-2 weights of gpt2-124M, gpt2-1558M came from is not recorded" in text
+    assert "On The Verdict the book's loaders give train: 9 batches, 4,608 tokens" in text
+    assert "the splits here are the same." in text
+    assert "Models whose training and validation losses both match the book's: 2 of 2." in text
+    assert "They reproduce the book's: these are OpenAI's weights evaluated on The Verdict." in text
+    assert "The larger GPT-2 has the lower validation loss, as in the book" in text
+    assert "corpus: the-verdict.txt" in text  # the sidecar is reported
 
 
 def test_provenance_describes_every_sidecar(tmp_path):
     table = tmp_path / "part.csv"
     models = {"m": {"config": {"n_layers": 2, "emb_dim": 8}, "parameters": 1234}}
-    meta = {"experiment": "x", "seeds": [1, 2], "config": {"k": [1]}, "models": models, "note": "hi"}
+    meta = {
+        "experiment": "x",
+        "seeds": [1, 2],
+        "config": {"k": [1], "prompt": " pizza", "flag": True, "none": None, "rate": 0.0004},
+        "models": models,
+        "note": "hi",
+    }
     write_table(pd.DataFrame({"a": [1, 2]}), table, meta)
-    combined = concat_tables([table], tmp_path / "all.csv")
-    text = provenance(table, combined, tmp_path / "none.csv")
-    first, stacked, missing = text.split("\n\n**`")  # one block per table
-    assert first.startswith("**`part.csv`** (2 rows): x")
-    assert "- seeds: `[1, 2]`" in first and "- k: `[1]`" in first and '- note: `"hi"`' in first
-    assert "- model `m`: 1,234 parameters (n_layers=2, emb_dim=8)" in first
-    assert "- versions: python " in first and "- machine: " in first
-    assert stacked.startswith("all.csv`** (2 rows)\n") and "- part `part.csv`: x (`m`)" in stacked
+    again = write_table(pd.DataFrame({"a": [3]}), tmp_path / "again.csv", meta)
+    combined = concat_tables([table], tmp_path / "all.csv", {"experiment": "x combined"})
+    text = provenance(table, again, combined, tmp_path / "none.csv")
+    first, same, stacked, missing = text.split("\n\n**`")  # one block per table
+    assert first.startswith("**`part.csv`**: x; 2 rows.")
+    assert "- seeds: 1, 2" in first and "- note: hi" in first
+    for setting in ("`k` = 1", '`prompt` = " pizza"', "`flag` = yes", "`none` = none", "`rate` = 0.0004"):
+        assert f"  - {setting}" in first, setting
+    assert "  - `m`: 1,234 parameters; 2 layers, 8-dimensional embeddings; origin not recorded" in first
+    assert "- versions: python " in first and "- machine: " in first and " cores, torch " in first
+    assert not re.search(r"True|False|None|\{['\"]|\[['\"]|\[\d", first), first
+    assert same == "again.csv`**: 1 row, made by the same run as `part.csv` (its sidecar records the same)."
+    assert stacked.startswith("all.csv`**: x combined; 2 rows, stacked from 1 table (`part.csv`).")
+    assert "  - `k` = 1" in stacked and "  - `m`: 1,234 parameters" in stacked
     assert missing == "none.csv`**: no `none.meta.json` beside it."
+
+
+def test_weights_notice_names_the_models_that_are_not_openais(tmp_path):
+    def origin(matches, evidence):
+        return {
+            "origin": {"source": "converted GPT-2 release", "matches_openai": matches, "evidence": evidence}
+        }
+
+    table = tmp_path / "t.csv"
+    models = {
+        "gpt2-124M": origin(False, "not OpenAI's weights: its hparams differ"),
+        "355M": origin(True, "consistent with OpenAI's 355M"),
+        "trained": {
+            "origin": {"source": "gptlab checkpoint", "matches_openai": False, "evidence": "trained"}
+        },
+    }
+    write_table(pd.DataFrame({"a": [1]}), table, {"models": models})
+    notice = weights_notice(table)
+    assert notice.startswith(f"**{SYNTHETIC_NOTICE}**") and "`gpt2-124M`: its hparams differ" in notice
+    assert "355M" not in notice and "trained" not in notice  # OpenAI's shape; not GPT-2
+    write_table(
+        pd.DataFrame({"a": [1]}), table, {"models": {k: v for k, v in models.items() if k != "gpt2-124M"}}
+    )
+    assert weights_notice(table) == ""
 
 
 # ---------------------------------------------------------------------------------------------

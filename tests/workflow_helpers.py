@@ -9,6 +9,18 @@ from pathlib import Path
 
 import yaml
 
+from gptlab.testing import TINY_GPT2_SHAPES  # the tiny study's synthetic GPT-2 shapes, one per size
+
+__all__ = [
+    "REPO",
+    "SNAKEMAKE",
+    "TINY_GPT2_SHAPES",
+    "copy_workflow",
+    "prepare_tiny_study",
+    "snakemake",
+    "write_config",
+]
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 WORKFLOW_FILES = ("Snakefile", "config", "workflow", "envs", "src", "profiles")
@@ -38,13 +50,6 @@ def write_config(path: Path, base: str = "config/test.yaml", **sections) -> Path
             config[key] = value
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-# Synthetic GPT-2 releases of the tiny study: small shapes in OpenAI's exact layout, one per size.
-TINY_GPT2_SHAPES = {
-    "124M": dict(n_ctx=64, n_embd=32, n_head=4, n_layer=2, seed=1),
-    "1558M": dict(n_ctx=64, n_embd=48, n_head=4, n_layer=3, seed=2),
-}
 
 
 def prepare_tiny_study(

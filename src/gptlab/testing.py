@@ -5,6 +5,12 @@ Used by the tests and by the pipeline's offline configuration.
 * :func:`write_synthetic_gpt2_checkpoint` writes a seeded random GPT-2 of any
   shape in OpenAI's exact TensorFlow-1 layout (same files, variable names and
   shapes), with OpenAI's real ``encoder.json``/``vocab.bpe``.
+* :func:`write_tiny_gpt2_mirror` writes the tiny study's stand-ins for OpenAI's
+  releases (:data:`TINY_GPT2_SHAPES`), and a config overlay pointing
+  ``gpt2.base_urls`` at them. From the shell::
+
+      python -m gptlab.testing mirror DIR [--config FILE]
+
 * :class:`FileServer` serves a folder over HTTP on 127.0.0.1 from a thread,
   with byte ranges, optional ``Content-MD5`` and injectable faults (cut
   connections, 404s, a flipped byte, ignored ranges).
@@ -12,8 +18,11 @@ Used by the tests and by the pipeline's offline configuration.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
+import json
+import os
 import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,7 +32,7 @@ import numpy as np
 
 from .gpt2.layout import check_hparams, tf_variable_shapes
 from .gpt2.tf import import_tensorflow
-from .io import atomic_open, write_json
+from .io import atomic_open, write_json, write_text
 from .tokenizer import vocab_files_dir
 
 
@@ -82,6 +91,69 @@ def write_synthetic_gpt2_checkpoint(
         with atomic_open(dest / name, "wb") as f, open(vocab_files_dir() / name, "rb") as src:
             shutil.copyfileobj(src, f)
     return dest
+
+
+# The tiny study's GPT-2 releases: small shapes in OpenAI's exact layout, one per size (two sizes,
+# so that the exercises comparing sizes have something to compare).
+TINY_GPT2_SHAPES = {
+    "124M": dict(n_ctx=64, n_embd=32, n_head=4, n_layer=2, seed=1),
+    "1558M": dict(n_ctx=64, n_embd=48, n_head=4, n_layer=3, seed=2),
+}
+
+
+def write_tiny_gpt2_mirror(dest_dir, sizes=None, config=None) -> Path:
+    """Write a mirror of synthetic GPT-2 releases, ``dest_dir/<size>/``, and return its folder.
+
+    Each of ``sizes`` (default: every size of :data:`TINY_GPT2_SHAPES`) gets its tiny shape. With
+    ``config``, also write a config overlay there that makes the pipeline download these releases
+    (``gpt2.sizes``, ``gpt2.base_urls`` as a ``file://`` URL, ``gpt2.check_known_sizes: false``).
+    Same arguments, same files. Needs TensorFlow.
+    """
+    sizes = list(TINY_GPT2_SHAPES) if sizes is None else list(sizes)
+    unknown = [size for size in sizes if size not in TINY_GPT2_SHAPES]
+    if unknown or not sizes:
+        raise ValueError(f"sizes {unknown or sizes} are not among the tiny sizes {list(TINY_GPT2_SHAPES)}")
+    mirror = Path(dest_dir).resolve()
+    for size in sizes:
+        write_synthetic_gpt2_checkpoint(mirror / size, **TINY_GPT2_SHAPES[size])
+    if config is not None:
+        Path(config).parent.mkdir(parents=True, exist_ok=True)
+        write_text(
+            config,
+            "# Written by `python -m gptlab.testing mirror`: synthetic GPT-2 releases (random weights in\n"
+            "# OpenAI's layout, tiny shapes) that stand in for the downloads.\n"
+            "gpt2:\n"
+            f"  sizes: {json.dumps(sizes)}\n"
+            f"  base_urls: [{json.dumps(mirror.as_uri())}]\n"
+            "  check_known_sizes: false\n",
+        )
+    return mirror
+
+
+def main(argv=None) -> int:
+    """``python -m gptlab.testing mirror DIR [--config FILE] [--sizes SIZE ...]``."""
+    parser = argparse.ArgumentParser(prog="python -m gptlab.testing", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    mirror = commands.add_parser(
+        "mirror",
+        help="write synthetic GPT-2 releases of the tiny study into DIR/<size>/",
+        description="Write synthetic GPT-2 releases (random weights in OpenAI's layout, tiny shapes) "
+        "into DIR/<size>/, for offline runs of the tiny study (config/test.yaml).",
+    )
+    mirror.add_argument("dir", help="the mirror's folder")
+    mirror.add_argument("--config", help="also write a config overlay pointing gpt2.base_urls at DIR")
+    mirror.add_argument("--sizes", nargs="+", choices=list(TINY_GPT2_SHAPES), help="default: all")
+    args = parser.parse_args(argv)
+    # TensorFlow's start-up messages (oneDNN, CPU features) would be the only output; the writer
+    # only assigns values, so oneDNN's kernels never run (the files are the same byte for byte).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    folder = write_tiny_gpt2_mirror(args.dir, args.sizes, args.config)
+    print(
+        f"{folder}: {', '.join(args.sizes or TINY_GPT2_SHAPES)}"
+        + (f"; config {args.config}" if args.config else "")
+    )
+    return 0
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -255,3 +327,7 @@ class FileServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,6 +2,7 @@
 import hashlib
 import math
 import os
+import warnings
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -14,6 +15,15 @@ os.environ.update(
             None, [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")]
         )
     )
+)
+
+# `snakemake --report` evaluates each job's resources inside its own event loop, where Snakemake
+# cannot size input files (`input.size_mb` in model_mem_mb, large_model_gpu): it leaves the value
+# undetermined, as it should, and Python warns about the coroutine it did not run.
+warnings.filterwarnings(
+    "ignore",
+    message=r"coroutine 'InputFiles\._predicated_size_files\.<locals>\.sizes' was never awaited",
+    category=RuntimeWarning,
 )
 
 
@@ -77,6 +87,17 @@ if config["corpus"]["local_path"] and config["corpus"]["sha256"]:
             "corpus.local_path",
         )
 
+
+def workflow_file(path):
+    """A file the workflow ships with, ``path`` relative to the repository, wherever the study runs.
+
+    Outputs and logs are named relative to the working directory (``--directory``); the workflow's
+    own files (notebooks) are found next to the Snakefile, and named relative to the working
+    directory, so that in the repository itself they keep their plain names.
+    """
+    return os.path.relpath(Path(workflow.basedir) / path)
+
+
 LOGS = "results/logs"
 BENCH = "results/benchmarks"
 
@@ -107,7 +128,7 @@ HEATMAP_METRICS = [
     "repetition_rate",
     "mean_logprob",
     "verbatim_span",
-    "unique_text_fraction",
+    "seed_disagreement",
 ]
 
 
@@ -145,7 +166,5 @@ def report_artifacts(wildcards):
 
 def notebook_digest(wildcards):
     """Content hash of a report notebook: editing it re-renders that report (a params change)."""
-    path = (
-        Path(workflow.basedir) / "workflow" / "notebooks" / f"{wildcards.report}.ipynb"
-    )
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    path = workflow_file(f"workflow/notebooks/{wildcards.report}.ipynb")
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -35,7 +35,7 @@ rule combine_losses:
         report(
             "results/ex5_5/losses.csv",
             caption="../report/ex5_5_losses.rst",
-            category="5.5 Pretrained GPT-2",
+            category="Exercise 5.5: losses of the pretrained GPT-2",
         ),
     log:
         f"{LOGS}/combine_losses.log",
@@ -52,7 +52,7 @@ rule plot_model_losses:
         png=report(
             "results/figures/ex5_5/losses.png",
             caption="../report/ex5_5_losses.rst",
-            category="5.5 Pretrained GPT-2",
+            category="Exercise 5.5: losses of the pretrained GPT-2",
         ),
         pdf="results/figures/ex5_5/losses.pdf",
     log:

@@ -44,7 +44,7 @@ REPORT_INPUTS = {
 
 rule render_report:
     input:
-        notebook="workflow/notebooks/{report}.ipynb",
+        notebook=workflow_file("workflow/notebooks/{report}.ipynb"),
         artifacts=report_artifacts,
     output:
         ipynb="results/reports/{report}.ipynb",

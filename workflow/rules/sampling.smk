@@ -9,7 +9,7 @@ rule pizza_toy:
         book=report(
             "results/ex5_1/pizza_book.csv",
             caption="../report/ex5_1_pizza.rst",
-            category="5.1 Pizza",
+            category="Exercise 5.1: pizza",
         ),
         sweep="results/ex5_1/pizza_sweep.csv",
     log:
@@ -78,19 +78,19 @@ rule plot_pizza:
         toy=report(
             "results/figures/ex5_1/toy_distributions.png",
             caption="../report/ex5_1_pizza.rst",
-            category="5.1 Pizza",
+            category="Exercise 5.1: pizza",
         ),
         toy_pdf="results/figures/ex5_1/toy_distributions.pdf",
         sweep=report(
             "results/figures/ex5_1/pizza_sweep.png",
             caption="../report/ex5_1_pizza.rst",
-            category="5.1 Pizza",
+            category="Exercise 5.1: pizza",
         ),
         sweep_pdf="results/figures/ex5_1/pizza_sweep.pdf",
         next_token=report(
             "results/figures/ex5_1/next_token.png",
             caption="../report/ex5_1_pizza.rst",
-            category="5.1 Pizza",
+            category="Exercise 5.1: pizza",
         ),
         next_token_pdf="results/figures/ex5_1/next_token.pdf",
     log:
@@ -145,12 +145,12 @@ rule combine_sweep:
         cells=report(
             "results/ex5_2/cells.csv",
             caption="../report/ex5_2_sweep.rst",
-            category="5.2 Temperature and top-k",
+            category="Exercise 5.2: temperature and top-k",
         ),
         recommended=report(
             "results/ex5_2/recommended.csv",
             caption="../report/ex5_2_sweep.rst",
-            category="5.2 Temperature and top-k",
+            category="Exercise 5.2: temperature and top-k",
         ),
     log:
         f"{LOGS}/combine_sweep.log",
@@ -169,7 +169,7 @@ rule plot_sweep:
                 "results/figures/ex5_2/heatmap_{metric}.png", metric=HEATMAP_METRICS
             ),
             caption="../report/ex5_2_sweep.rst",
-            category="5.2 Temperature and top-k",
+            category="Exercise 5.2: temperature and top-k",
         ),
         pdf=expand("results/figures/ex5_2/heatmap_{metric}.pdf", metric=HEATMAP_METRICS),
     log:
@@ -189,7 +189,7 @@ rule determinism:
         report(
             "results/ex5_3/determinism.csv",
             caption="../report/ex5_3_determinism.rst",
-            category="5.3 Determinism",
+            category="Exercise 5.3: determinism",
         ),
     log:
         f"{LOGS}/determinism.log",
@@ -214,7 +214,7 @@ rule plot_determinism:
         png=report(
             "results/figures/ex5_3/determinism.png",
             caption="../report/ex5_3_determinism.rst",
-            category="5.3 Determinism",
+            category="Exercise 5.3: determinism",
         ),
         pdf="results/figures/ex5_3/determinism.pdf",
     log:
@@ -235,12 +235,12 @@ rule sizes:
         summary=report(
             "results/ex5_6/summary.csv",
             caption="../report/ex5_6_sizes.rst",
-            category="5.6 Model sizes",
+            category="Exercise 5.6: model sizes",
         ),
         side_by_side=report(
             "results/ex5_6/side_by_side.csv",
             caption="../report/ex5_6_sizes.rst",
-            category="5.6 Model sizes",
+            category="Exercise 5.6: model sizes",
         ),
         book_reference="results/ex5_6/book_reference.csv",
     log:
@@ -274,7 +274,7 @@ rule plot_sizes:
         png=report(
             "results/figures/ex5_6/sizes.png",
             caption="../report/ex5_6_sizes.rst",
-            category="5.6 Model sizes",
+            category="Exercise 5.6: model sizes",
         ),
         pdf="results/figures/ex5_6/sizes.pdf",
     log:

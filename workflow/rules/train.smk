@@ -15,7 +15,7 @@ rule pretrain:
         history=report(
             "results/pretrain/history.csv",
             caption="../report/pretrain_history.rst",
-            category="5.2 Pretraining",
+            category="Section 5.2: pretraining",
         ),
         samples="results/pretrain/samples.csv",
     log:
@@ -49,7 +49,7 @@ rule resume:
         history=report(
             "results/resume/history.csv",
             caption="../report/resume_history.rst",
-            category="5.4 Resume training",
+            category="Exercise 5.4: resume training",
         ),
         samples="results/resume/samples.csv",
     log:
@@ -121,7 +121,7 @@ rule plot_losses:
         png=report(
             "results/figures/losses.png",
             caption="../report/losses.rst",
-            category="5.4 Resume training",
+            category="Exercise 5.4: resume training",
         ),
         pdf="results/figures/losses.pdf",
     log:

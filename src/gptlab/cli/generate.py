@@ -15,6 +15,7 @@ from .common import (
     finite_float,
     int_at_least,
     load,
+    note,
     read_text_file,
     resolve_model,
     seed_type,
@@ -29,7 +30,8 @@ checkpoint records its config, a converted GPT-2 its hparams.json. Decoding uses
 key/value cache. Sample i (counting from 0) draws from its own random stream seeded
 with SEED + i, so a sample does not depend on how many are drawn, nor on --stream.
 With --temperature 0 decoding is greedy (no randomness). An empty prompt starts from
-{ENDOFTEXT}, as GPT-2's unconditional samples do.
+{ENDOFTEXT}, as GPT-2's unconditional samples do. A converted GPT-2 whose hparams or
+data size are not those of OpenAI's release is announced on stderr ("Synthetic weights").
 
 Checked before the model is loaded: --temperature >= 0 and --top-p in (0, 1], both
 finite (nan and inf are refused); --top-k >= 1; SEED + NUM_SAMPLES - 1 at most 2**64 - 1
@@ -105,6 +107,18 @@ def _read_prompt(args) -> str:
     return read_text_file(args.prompt_file, "--prompt-file")
 
 
+SYNTHETIC_NOTICE = "Synthetic weights: these numbers are not the book's."
+
+
+def _announce_origin(model, label: str) -> None:
+    """Say on stderr when a converted GPT-2 is certainly not OpenAI's release (the one its folder names)."""
+    from gptlab.experiments.common import GPT2_RELEASE, model_origin
+
+    origin = model_origin(model)
+    if origin["source"] == GPT2_RELEASE and origin["matches_openai"] is False:
+        note(f"{SYNTHETIC_NOTICE} {label}: {origin['evidence']}.")
+
+
 def run(args) -> int:
     _check_options(args)
     prompt = _read_prompt(args)
@@ -119,6 +133,7 @@ def run(args) -> int:
     eot = tokenizer.eot_token
     ids = tokenizer.encode(prompt, allowed_special={ENDOFTEXT}) or [eot]
     model, device = load(path, args.device)
+    _announce_origin(model, label)
     context, vocab = model.pos_emb.num_embeddings, model.tok_emb.num_embeddings
     if len(ids) > context:
         raise UsageError(

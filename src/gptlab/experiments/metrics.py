@@ -27,9 +27,11 @@ METRIC_NAMES = {
     "repetition_rate": "repetition rate",
     "mean_logprob": "mean log-prob",
     "verbatim_span": "longest copied span",
-    "unique_text_fraction": "fraction of seeds giving different texts",
+    "seed_disagreement": "seed disagreement",
+    "unique_text_fraction": "distinct texts per seed",
 }
-"""Short names of the metrics (and of 5.2's ``unique_text_fraction``) for tables and reports."""
+"""Short names of the metrics (and of 5.2's per-setting ``seed_disagreement``, the share of seed pairs
+giving different texts, and ``unique_text_fraction``, distinct texts / seeds) for tables and reports."""
 
 
 def ngrams(tokens: Sequence[Hashable], n: int) -> list[tuple]:

@@ -22,8 +22,9 @@ above it:
                   check before its sha256 is pinned, :func:`unpin_damaged_file`
 ``tf``            the only module that imports TensorFlow (inside functions):
                   :func:`convert_tf_checkpoint` and the book's TF reader
-``load``          :func:`load_gpt2`, :func:`verify_gpt2_file`, the book's
-                  :func:`download_and_load_gpt2` and :func:`load_weights_into_gpt`
+``load``          :func:`load_gpt2`, :func:`verify_gpt2_file`, :func:`release_origin`
+                  (OpenAI's or not), the book's :func:`download_and_load_gpt2` and
+                  :func:`load_weights_into_gpt`
 ================  ====================================================================
 
 ``gptlab.convert`` re-exports ``tf``'s public names.
@@ -69,6 +70,7 @@ from .load import (
     load_gpt2,
     load_weights_into_gpt,
     read_gpt2_hparams,
+    release_origin,
     verify_gpt2_file,
 )
 from .tf import (
@@ -116,6 +118,7 @@ __all__ = [
     "read_gpt2_hparams",
     "read_hparams",
     "read_manifest",
+    "release_origin",
     "tf_variable_shapes",
     "unpin_damaged_file",
     "verify_gpt2_file",

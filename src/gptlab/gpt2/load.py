@@ -4,6 +4,8 @@
   meta device (no random init, no second copy of the weights); no TensorFlow.
 * :func:`verify_gpt2_file` checks the tensor data against the SHA-256 stored in
   the file's header, which :func:`load_gpt2` does first by default.
+* :func:`release_origin` says whether a GPT-2 can be OpenAI's release at all
+  (its hparams and data size against OpenAI's), so results can say when they are not.
 * the book's ``download_and_load_gpt2`` and ``load_weights_into_gpt``, so the
   book's code runs against gptlab (reading the checkpoint needs TensorFlow).
 """
@@ -25,7 +27,23 @@ from torch.overrides import TorchFunctionMode
 
 from ..model import GPTModel
 from .fetch import download_gpt2
-from .layout import DIGEST_KEY, FORMAT, INDEX, QKV, SAFETENSORS, SIZES, check_hparams, gpt2_model_config
+from .layout import (
+    DATA,
+    DIGEST_KEY,
+    FORMAT,
+    GPT2_HPARAMS,
+    HPARAMS,
+    INDEX,
+    KNOWN_FILE_SIZES,
+    QKV,
+    SAFETENSORS,
+    SIZES,
+    check_hparams,
+    check_size,
+    gpt2_model_config,
+    read_hparams,
+    tf_variable_shapes,
+)
 from .tf import load_gpt2_params_from_tf_ckpt
 
 _MAX_HEADER = 100 << 20  # bytes; safetensors refuses larger headers too
@@ -162,6 +180,93 @@ def verify_gpt2_file(path) -> str:
     format_version 1 holds no digest: the line says so, nothing is raised.
     """
     return _data_digest(gpt2_file(path))[1]
+
+
+# --------------------------------------------------------------------------- OpenAI's or not
+
+
+def _hparams_and_data(path) -> tuple[dict, dict[Path, int]]:
+    """The hparams of a converted GPT-2 or of a downloaded release, and ``{file: bytes of tensor data}``.
+
+    A converted file counts its tensor data (everything after the header); a downloaded data file
+    beside it (``<folder>/tf`` or ``<folder>``), or the data file of a release folder, counts whole.
+    """
+    path = Path(path)
+    if path.is_dir() and not (path / SAFETENSORS).is_file() and (path / HPARAMS).is_file():
+        hparams, folder, sizes = read_hparams(path / HPARAMS), path, {}
+    else:
+        file = gpt2_file(path)
+        with open(file, "rb") as f:
+            _, _, n = _read_header(f, file, file.stat().st_size)
+        hparams, folder = read_gpt2_hparams(file), file.parent
+        sizes = {file: file.stat().st_size - 8 - n}
+    for data in (folder / DATA, folder / "tf" / DATA):
+        if data.is_file():
+            sizes[data] = data.stat().st_size
+    return hparams, sizes
+
+
+def _openai_data_bytes(size: str) -> int:
+    """The size of OpenAI's data file of release ``size``: known, or 4 bytes per value of its variables."""
+    known = KNOWN_FILE_SIZES.get(size, {}).get(DATA)
+    shapes = tf_variable_shapes(GPT2_HPARAMS[size]).values()
+    return known or 4 * sum(int(np.prod(s)) for s in shapes)
+
+
+def _shape(hparams: dict) -> str:
+    return ", ".join(f"{k}={hparams[k]}" for k in ("n_layer", "n_head", "n_embd", "n_ctx", "n_vocab"))
+
+
+def _differences(hparams: dict, size: str) -> str:
+    theirs = GPT2_HPARAMS[size]
+    keys = ("n_layer", "n_head", "n_embd", "n_ctx", "n_vocab")
+    return ", ".join(f"{k} {hparams[k]} vs {theirs[k]}" for k in keys if hparams[k] != theirs[k])
+
+
+def release_origin(path, model_size: str | None = None) -> dict:
+    """Whether a GPT-2 can be OpenAI's release: ``{"matches_openai", "release", "evidence"}``.
+
+    ``path`` is a converted GPT-2 (folder or ``model.safetensors``) or a downloaded release folder.
+    ``release`` is the OpenAI release it is compared with: ``model_size`` when given, else the one
+    whose hparams it has (``None`` when there is none); ``evidence`` says in one sentence what was
+    found, without the path.
+
+    What is compared: the hparams with OpenAI's for that release (:data:`GPT2_HPARAMS`), then the
+    bytes of tensor data (of the converted file, and of the downloaded data file where it lies
+    beside it) with the size of OpenAI's data file (:data:`KNOWN_FILE_SIZES`, else 4 bytes per value
+    of OpenAI's variables: the table of docs/gpt2-weights.md).
+
+    What this can tell: ``matches_openai`` False means certainly not OpenAI's release (a synthetic
+    release such as the offline tests write, or another model's weights). What it cannot: True
+    only means *consistent* with OpenAI's release. OpenAI publishes no hashes of its weights, so
+    the values are not checked: random or fine-tuned weights of the same shape have the same size.
+    The checks of content are the book's numbers themselves (exercise 5.5's losses, 5.6's sample).
+    """
+    if model_size is not None:
+        check_size(model_size)
+    hparams, data = _hparams_and_data(path)
+    candidates = [model_size] if model_size else list(SIZES)
+    release = next((s for s in candidates if GPT2_HPARAMS[s] == hparams), None)
+    if release is None:
+        if model_size:
+            found = f"its hparams differ from OpenAI's {model_size} ({_differences(hparams, model_size)})"
+        else:
+            found = f"its hparams ({_shape(hparams)}) are those of none of OpenAI's releases"
+        return {"matches_openai": False, "release": model_size, "evidence": f"not OpenAI's weights: {found}"}
+    expected = _openai_data_bytes(release)
+    wrong = {f: n for f, n in data.items() if n != expected}
+    if wrong:
+        found = " and ".join(f"{n:,} bytes in {f.name}" for f, n in wrong.items())
+        evidence = (
+            f"not OpenAI's weights: OpenAI's {release} has the same hparams but {expected:,} bytes of "
+            f"tensor data; this one has {found}"
+        )
+        return {"matches_openai": False, "release": release, "evidence": evidence}
+    evidence = (
+        f"consistent with OpenAI's {release}: the same hparams and {expected:,} bytes of tensor data "
+        "(the values themselves are not checked: OpenAI publishes no hashes of them)"
+    )
+    return {"matches_openai": True, "release": release, "evidence": evidence}
 
 
 # --------------------------------------------------------------------------- the lean loader
