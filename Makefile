@@ -73,9 +73,13 @@ reproduce-book: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run_all.py
 
+# Style, complexity (ruff's C901, limit in pyproject.toml), Snakemake formatting, and the package's
+# shape (no import cycle, imports from the core up: tests/test_architecture.py). CI runs it.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests workflow bench
 	$(VENV)/bin/ruff format --check src tests workflow bench
+	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_architecture.py
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format src tests workflow bench

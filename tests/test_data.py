@@ -77,3 +77,16 @@ def test_too_short_text_is_a_clear_error():
 def test_missing_corpus_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         read_text(tmp_path / "nope.txt")
+
+
+def test_unreadable_texts_are_named_with_what_is_wrong(tmp_path):
+    """Every reader of a text (the pipeline's corpus, the CLI's --text) gets these messages."""
+    with pytest.raises(IsADirectoryError, match=f"{tmp_path} is a folder"):
+        read_text(tmp_path)
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("café au lait".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"{latin1} is not UTF-8 text \(byte 0xe9 at offset 3"):
+        read_text(latin1)
+    windows = tmp_path / "crlf.txt"
+    windows.write_bytes(b"one\r\ntwo\rthree\n")
+    assert read_text(windows) == "one\ntwo\nthree\n"  # as open(path).read() gives it

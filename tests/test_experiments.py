@@ -18,7 +18,6 @@ from gptlab.experiments.common import (
     CHECKPOINT,
     GPT2_RELEASE,
     IN_MEMORY,
-    combined_metadata,
     describe_models,
     load_model,
     model_origin,
@@ -262,18 +261,24 @@ def test_origin_of_checkpoints_and_models_in_memory(tmp_path):
     assert unknown["matches_openai"] is None and unknown["release"] == "124M"
 
 
-def test_combined_metadata_records_the_experiment_and_the_models(tmp_path):
-    described = {"a": {"parameters": 1}}
-    one = write_table(
-        pd.DataFrame({"model": ["a"]}), tmp_path / "a.csv", {"experiment": "e", "models": described}
-    )
+def test_a_stacked_table_describes_the_models_and_experiment_of_its_parts(tmp_path):
+    """Per-model tables record their models; the stacked one is read through its parts."""
+    from gptlab.io import concat_tables
+    from gptlab.study.notebook import models_of, provenance
+
     ckpt = tmp_path / "b.pt"
     ckpt.touch()
-    two = write_table(
-        pd.DataFrame({"model": ["b", "b"]}), tmp_path / "b.csv", {"experiment": "e", "model": str(ckpt)}
+    one = write_table(
+        pd.DataFrame({"model": ["a"]}),
+        tmp_path / "a.csv",
+        {"experiment": "e", "models": {"a": {"parameters": 1}}},
     )
-    meta = combined_metadata([one, two])
-    assert meta["experiment"] == "e" and meta["models"]["a"] == {"parameters": 1}
-    assert meta["models"]["b"]["origin"]["source"] == CHECKPOINT  # from the model file the part names
-    other = write_table(pd.DataFrame({"model": ["c"]}), tmp_path / "c.csv", {"experiment": "f"})
-    assert "experiment" not in combined_metadata([one, other])  # the parts disagree: nothing recorded
+    two = write_table(
+        pd.DataFrame({"model": ["b"]}),
+        tmp_path / "b.csv",
+        {"experiment": "e", "models": {"b": {"origin": model_origin(ckpt)}}},
+    )
+    stacked = concat_tables([one, two], tmp_path / "all.csv")
+    models = models_of(stacked)
+    assert models["a"] == {"parameters": 1} and models["b"]["origin"]["source"] == CHECKPOINT
+    assert provenance(stacked).startswith("**`all.csv`**: e; 2 rows, stacked from 2 tables")

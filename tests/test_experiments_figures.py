@@ -156,7 +156,7 @@ FIGURES = {
     "pizza_sweep": lambda t, _: figures.plot_pizza_sweep(t / "pizza.csv"),
     "next_token": lambda t, _: figures.plot_next_token_probability(t / "next.csv"),
     "heatmap": lambda t, _: figures.plot_sweep_heatmap(t / "cells.csv", "mean_logprob"),
-    "determinism": lambda t, _: figures.plot_determinism_table(t / "det.csv"),
+    "determinism": lambda t, _: figures.plot_determinism(t / "det.csv"),
     "sizes": lambda t, _: figures.plot_size_comparison(t / "summary.csv"),
     "model_losses": lambda _, losses: figures.plot_model_losses(losses),
     "losses": lambda t, _: figures.plot_losses(history()),
@@ -299,7 +299,7 @@ def test_heatmap_panels_of_three_models_and_more_wrap_at_three_columns():
 
 def test_determinism_chart_counts_distinct_outputs_per_setting(tables):
     df = pd.read_csv(tables / "det.csv")
-    fig = figures.plot_determinism_table(df)
+    fig = figures.plot_determinism(df)
     panels = [ax for ax in fig.axes if ax.get_title()]
     assert titles(fig) == [
         "T = 0, top-k = 1: greedy",
@@ -321,7 +321,7 @@ def test_determinism_chart_counts_distinct_outputs_per_setting(tables):
 def test_determinism_chart_rings_settings_that_surprise(tables):
     df = pd.read_csv(tables / "det.csv")
     df.loc[df.index[:3], "as_expected"] = False
-    fig = figures.plot_determinism_table(df)
+    fig = figures.plot_determinism(df)
     rings = [c for ax in fig.axes for c in dots(ax) if len(c.get_facecolors()) == 0]
     assert sum(len(c.get_offsets()) for c in rings) == 3
 

@@ -90,7 +90,7 @@ def _write_determinism(out: Path, model, tok) -> dict:
     df = determinism.write_determinism(csv, model, idx, model_name="tiny", grid=grid)
     return {
         "determinism_csv": str(csv),
-        "determinism_png": png(figures.plot_determinism_table(df), out / "figures" / "determinism.png"),
+        "determinism_png": png(figures.plot_determinism(df), out / "figures" / "determinism.png"),
     }
 
 

@@ -145,6 +145,9 @@ def test_losses_are_the_book_procedure_on_each_model(study):
     )
     mine = losses[losses["model"] == "gpt2-124M"]["loss"].to_numpy()
     assert abs(mine - again["loss"].to_numpy()).max() < 1e-6
+    # each per-model table describes its model, origin included: the synthetic release is not OpenAI's
+    meta = json.loads((workdir / "results/ex5_5/models/gpt2-124M.meta.json").read_text())
+    assert meta["models"]["gpt2-124M"]["origin"]["matches_openai"] is False
 
 
 def test_experiment_tables_hold_every_cell(study):

@@ -90,10 +90,31 @@ def create_dataloader_v1(
 
 
 def read_text(path) -> str:
+    """The UTF-8 text of ``path``, newlines as ``open(path).read()`` gives them.
+
+    Errors name the file and say what is wrong: ``FileNotFoundError``,
+    ``IsADirectoryError``, ``PermissionError`` (``OSError``), or ``ValueError``
+    for bytes that are not UTF-8 (with their offset and a way to convert them).
+    """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"corpus file {path} does not exist; set the corpus path to a text file")
-    return path.read_text(encoding="utf-8")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist; pass a UTF-8 text file") from None
+    except IsADirectoryError:
+        raise IsADirectoryError(f"{path} is a folder; pass a UTF-8 text file") from None
+    except PermissionError:
+        raise PermissionError(
+            f"{path} cannot be read (permission denied); make it readable (chmod u+r) or pass another file"
+        ) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}: {err.reason}); "
+            f"convert it, e.g. 'iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}'"
+        ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def split_text(text: str, train_ratio: float = 0.90) -> tuple[str, str]:

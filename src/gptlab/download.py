@@ -41,7 +41,7 @@ import requests
 import urllib3
 from tqdm import tqdm
 
-from .io import CHUNK, file_digests, no_space_error, sha256_file
+from .io import CHUNK, file_digests, no_space_error, set_aside, sha256_file
 
 __all__ = ["VERDICT_SHA256", "VERDICT_URL", "Download", "DownloadError", "download_file", "download_verdict"]
 __all__ += ["file_digests", "sha256_file"]
@@ -253,8 +253,7 @@ def _keep_existing(dest: Path, expected_size, expected_sha256) -> Download | Non
         return Download(dest, dest.stat().st_size, sha, None)
     except (_Corrupt, _OtherFile) as err:
         # Move it aside so that a failed download cannot leave it looking valid.
-        bad = dest.with_name(dest.name + ".bad")
-        os.replace(dest, bad)
+        bad = set_aside(dest)
         _log(f"{dest} fails verification ({err}); moved to {bad}, downloading it again")
         return None
 

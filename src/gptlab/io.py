@@ -164,6 +164,18 @@ def atomic_write(path, write_fn) -> Path:
     return Path(path)
 
 
+def set_aside(path) -> Path:
+    """Move a damaged file to ``<path>.bad`` (replacing an older one), kept for a look; return that name.
+
+    Nothing is deleted, and the file no longer sits under the name that says it is good.
+    """
+    path = Path(path)
+    bad = path.with_name(path.name + ".bad")
+    if path.exists():
+        os.replace(path, bad)
+    return bad
+
+
 def write_text(path, text: str) -> Path:
     with atomic_open(path, "w", newline="") as f:
         f.write(text)

@@ -52,8 +52,9 @@ def non_finite_numbers(value, key=""):
 
 
 # Checks JSON Schema cannot express; they run before any job starts.
-for key in non_finite_numbers(config)[:1]:
-    config_error(key, "must be a finite number (not .nan or .inf)")
+NON_FINITE = non_finite_numbers(config)
+if NON_FINITE:
+    config_error(NON_FINITE[0], "must be a finite number (not .nan or .inf)")
 if config["data"]["max_length"] > config["model"]["context_length"]:
     config_error(
         "data.max_length",

@@ -61,12 +61,9 @@ def int_at_least(minimum: int, maximum: int | None = None, why: str = ""):
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum and maximum is None:
-            raise argparse.ArgumentTypeError(f"{value} must be >= {minimum}")
-        if maximum is not None and not minimum <= value <= maximum:
-            raise argparse.ArgumentTypeError(
-                f"{value} must be between {minimum} and {maximum}{f' ({why})' if why else ''}"
-            )
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+            raise argparse.ArgumentTypeError(f"{value} must be {bound}{f' ({why})' if why else ''}")
         return value
 
     parse.__name__ = "integer"
@@ -93,33 +90,17 @@ finite_float.__name__ = "number"
 
 
 def read_text_file(path: Path, option: str) -> str:
-    """The UTF-8 text of ``path`` (read like ``open(path).read()``), or a Failure naming it and ``option``."""
+    """The UTF-8 text of ``path`` (``gptlab.data.read_text``), or a Failure naming ``option`` and the file."""
+    from gptlab.data import read_text
+
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise Failure(f"{option} {path} does not exist; pass a UTF-8 text file") from None
-    except IsADirectoryError:
-        raise Failure(f"{option} {path} is a folder; pass a UTF-8 text file") from None
-    except PermissionError:
-        raise Failure(
-            f"{option} {path} cannot be read (permission denied); make it readable (chmod u+r) or pass "
-            "another file"
-        ) from None
-    except UnicodeDecodeError as err:
-        where = ""
-        try:
-            path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as exact:  # the offset in the file, not in a chunk of it
-            where = f" (byte 0x{exact.object[exact.start]:02x} at offset {exact.start}: {exact.reason})"
-        except OSError:
-            where = f" ({err.reason})"
-        raise Failure(
-            f"{option} {path} is not UTF-8 text{where}; convert it, e.g. "
-            f"'iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}'"
-        ) from None
+        return read_text(path)
     except OSError as err:
-        raise Failure(f"{option} {path} cannot be read ({err.strerror or err}); pass another file") from None
+        if err.filename is not None:  # raised by the system, not by read_text: name the file here
+            raise Failure(f"{option} {path} cannot be read ({err.strerror}); pass another file") from None
+        raise Failure(f"{option} {err}") from None
+    except ValueError as err:
+        raise Failure(f"{option} {err}") from None
 
 
 def add_model_source(parser: argparse.ArgumentParser) -> None:

@@ -108,32 +108,6 @@ def describe_models(models: dict) -> dict:
     }
 
 
-def combined_metadata(parts) -> dict:
-    """What a table stacked from ``parts`` records about itself (for ``gptlab.io.concat_tables``).
-
-    ``experiment``: the one the parts' sidecars share; ``models``: every part's models, and for a
-    part that records only its model's file (``"model": path``, one model per table) that model's
-    :func:`model_origin`, named by the part's ``model`` column. Parts without a sidecar add nothing.
-    """
-    import json
-
-    from ..io import sidecar_path
-
-    experiments, models = set(), {}
-    for part in map(Path, parts):
-        side = sidecar_path(part)
-        meta = json.loads(side.read_text(encoding="utf-8")) if side.is_file() else {}
-        experiments.add(meta.get("experiment"))
-        models.update(meta.get("models") or {})
-        if not meta.get("models") and isinstance(meta.get("model"), str):
-            names = pd.read_csv(part, usecols=["model"], dtype=str)["model"].unique()
-            if len(names) == 1 and Path(meta["model"]).exists():
-                models[names[0]] = {"origin": model_origin(meta["model"])}
-    experiments.discard(None)
-    shared = {"experiment": experiments.pop()} if len(experiments) == 1 else {}
-    return {**shared, **({"models": models} if models else {})}
-
-
 def top_k_label(top_k) -> str:
     """``"all"`` for no top-k filtering (``None`` or NaN), else ``k`` as text."""
     return "all" if top_k is None or (isinstance(top_k, float) and math.isnan(top_k)) else str(int(top_k))

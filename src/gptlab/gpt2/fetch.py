@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
 from ..download import Download, DownloadError, download_file
-from ..io import sha256_file, write_json
+from ..io import set_aside, sha256_file, write_json
 from ..tokenizer import ENCODER_JSON_SHA256, VOCAB_BPE_SHA256
 from . import bundle
 from .layout import (
@@ -171,13 +171,6 @@ def verify_release_file(model_dir, name: str, *, model_size: str | None = None) 
     return _CHECKERS[name](Path(model_dir), name, model_size) or CHECKS[name]
 
 
-def _set_aside(path: Path) -> Path:
-    bad = path.with_name(path.name + ".bad")
-    if path.exists():
-        os.replace(path, bad)
-    return bad
-
-
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -311,7 +304,7 @@ class _Release:
             )
         except ValueError as err:
             reason = err.reason if isinstance(err, bundle.BundleError) and err.path == path else err
-            bad = _set_aside(path)
+            bad = set_aside(path)
             if self.files.pop(name, None) is not None:
                 write_manifest(self.folder, self.model_size, self.files)
             raise _Rejected(reason, bad) from err
@@ -381,7 +374,7 @@ def unpin_damaged_file(path, reason: str) -> str:
     folder = path.parent
     size = _guess_size(folder)
     if path.exists():
-        what = f"{path} is damaged: {reason}. It was moved to {_set_aside(path)}"
+        what = f"{path} is damaged: {reason}. It was moved to {set_aside(path)}"
     else:
         what = f"{path} is missing. Nothing was moved"
     manifest = folder / MANIFEST

@@ -22,18 +22,10 @@ from pathlib import Path
 import numpy as np
 
 SIZES = ("124M", "355M", "774M", "1558M")
-FILENAMES = (
-    "checkpoint",
-    "encoder.json",
-    "hparams.json",
-    "model.ckpt.data-00000-of-00001",
-    "model.ckpt.index",
-    "model.ckpt.meta",
-    "vocab.bpe",
-)
+HPARAMS = "hparams.json"
 DATA = "model.ckpt.data-00000-of-00001"
 INDEX = "model.ckpt.index"
-HPARAMS = "hparams.json"
+FILENAMES = ("checkpoint", "encoder.json", HPARAMS, DATA, INDEX, "model.ckpt.meta", "vocab.bpe")
 MANIFEST = "manifest.json"
 # Sizes in bytes of OpenAI's files, as checked by the book's tests; other sizes use Content-Length.
 KNOWN_FILE_SIZES = {

@@ -22,14 +22,13 @@ import hashlib
 import json
 import sys
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import torch
 
 from ..data import create_book_loaders
 from ..fast import fast_training, make_evaluator
-from ..io import sha256_file
+from ..io import library_versions, sha256_file
 from ..model import GPTModel
 from ..tokenizer import get_tokenizer
 from .checkpoint import CheckpointError, load_checkpoint, load_into, restore_rng_state, save_checkpoint
@@ -171,7 +170,7 @@ def settings_key(text, model_config, train_config, resume_from, resume_mode, dev
         "versions": {
             "results": RESULTS_VERSION,
             "torch": str(torch.__version__),
-            "tiktoken": _tiktoken_version(),
+            "tiktoken": library_versions()["tiktoken"],
         },
     }
 
@@ -259,13 +258,6 @@ def _resume_book(run: _Run, resume_from, text: str):
     ckpt = load_checkpoint(resume_from, map_location=run.device, model_config=run.model.cfg)
     load_into_keeping_implementation(ckpt, run.model, run.optimizer)
     return make_loaders(text, run.config, run.tokenizer)
-
-
-def _tiktoken_version() -> str | None:
-    try:
-        return metadata.version("tiktoken")
-    except metadata.PackageNotFoundError:  # pragma: no cover - tiktoken is a dependency
-        return None
 
 
 def _mode(fast) -> str:
