@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 # (offline machines); without it, the text is downloaded.
 DEMO := demo
 CORPUS ?=
-DEMO_SNAKEMAKE := $(VENV)/bin/snakemake --directory $(DEMO) --snakefile Snakefile \
+DEMO_SNAKEMAKE := $(VENV)/bin/snakemake --logger gptlab --directory $(DEMO) --snakefile Snakefile \
 	--configfile config/test.yaml $(DEMO)/gpt2.yaml $(DEMO)/corpus.yaml
 
 .PHONY: install test test-all run demo progress reproduce-book lint format bench clean
@@ -32,7 +32,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -m ''
 
 run: $(STAMP)
-	$(VENV)/bin/snakemake --workflow-profile workflow/profiles/default
+	$(VENV)/bin/snakemake --logger gptlab --workflow-profile workflow/profiles/default
 
 demo: $(DEMO)/gpt2.yaml
 ifneq ($(strip $(CORPUS)),)
@@ -52,20 +52,10 @@ endif
 $(DEMO)/gpt2.yaml: $(STAMP)
 	$(PY) -m gptlab.testing mirror $(DEMO)/gpt2-mirror --config $@
 
-# The last progress line of each job running in this checkout (results/ or demo/results/): its log
-# under results/logs/ is open in a running process. To follow it: watch -n 5 make -s progress
-progress:
-	@logs=$$(find /proc/[0-9]*/fd -lname '$(CURDIR)/*results/logs/*.log' -printf '%l\n' 2>/dev/null | sort -u); \
-	test -n "$$logs" || { echo "No job is running (logs: results/logs/, $(DEMO)/results/logs/)."; exit 0; }; \
-	for log in $$logs; do \
-		printf '%s: ' "$${log#$(CURDIR)/}"; \
-		tail -c 8192 "$$log" | tr '\r' '\n' | awk '$(PROGRESS_LINE)'; \
-	done
-
-# Of a log's lines, the last progress bar (tqdm: ETA, losses), else the last line (the notebook
-# kernel's start-up warning aside), cut to 160 characters.
-PROGRESS_LINE := NF && !/^\[IPKernelApp\] WARNING/ {last = $$0} /%\|/ {bar = $$0} \
-	END {line = bar != "" ? bar : last; print line == "" ? "(no output yet)" : substr(line, 1, 160)}
+# The last progress line (ETA, losses) of each job running in this checkout (results/ or demo/results/):
+# its log under results/logs/ is open in a running process. To follow it: watch -n 5 make -s progress
+progress: $(STAMP)
+	@$(PY) -m gptlab.study.console
 
 reproduce-book: $(STAMP)
 	$(PY) -m gptlab.book --corpus ../shared/data/the-verdict.txt

@@ -142,6 +142,12 @@ def test_the_demo_finishes_offline_with_a_local_corpus(demo):
     assert (repo / "demo/gpt2-mirror").as_uri() in gpt2 and all(size in gpt2 for size in TINY_GPT2_SHAPES)
     noise = [line for line in console.splitlines() if any(word in line for word in NOISE)]
     assert not noise, noise[:10]
+    # the short console: a line per job that ran, the long ones' progress, two screens at most
+    run_part = console.split("--report report.html", 1)[0]
+    finished = re.findall(r"^\[\s*(\d+)/(\d+)\] \d\d:\d\d:\d\d  (\w+)", run_part, re.M)
+    assert finished and len(finished) == int(finished[-1][1]), run_part[-3000:]
+    assert "running pretrain" in run_part and "training " in run_part, run_part[-3000:]
+    assert len(console.splitlines()) <= 100, console
     print(f"make demo (continuing after the failed run): {seconds:.0f} s, {len(console.splitlines())} lines")
 
 
