@@ -18,8 +18,6 @@ from snakemake_interface_logger_plugins.base import LogHandlerBase
 from snakemake_interface_logger_plugins.common import LogEvent
 from snakemake_interface_logger_plugins.settings import LogHandlerSettingsBase
 
-from gptlab.study.console import REPORT_EVERY, SHOW_AFTER, Console
-
 TICK_SECONDS = 1.0
 # Snakemake's start-up and scheduling chatter; everything else is printed.
 CHATTER = (
@@ -49,13 +47,15 @@ IGNORED = {
 
 @dataclass
 class LogHandlerSettings(LogHandlerSettingsBase):
-    report_every: float = field(
-        default=REPORT_EVERY,
-        metadata={"help": "Seconds between the lines on running jobs.", "type": float},
+    # None: the console's defaults (gptlab.study.console). Snakemake imports every installed
+    # plugin whenever it starts, hence gptlab is imported only when this logger is used.
+    report_every: float | None = field(
+        default=None,
+        metadata={"help": "Seconds between the lines on running jobs (default 15).", "type": float},
     )
-    show_after: float = field(
-        default=SHOW_AFTER,
-        metadata={"help": "Seconds a job runs before those lines include it.", "type": float},
+    show_after: float | None = field(
+        default=None,
+        metadata={"help": "Seconds a job runs before those lines include it (default 10).", "type": float},
     )
 
 
@@ -65,8 +65,10 @@ class LogHandler(LogHandlerBase):
         self.stream = sys.stdout if s.stdout else sys.stderr
         self.formatter_ = DefaultFormatter(s.quiet, s.show_failed_logs)
         self.filter_ = DefaultFilter(s.quiet, s.debug_dag, s.verbose, s.dryrun, s.printshellcmds)
-        every = self.settings or LogHandlerSettings()
-        self.console = Console(self._write, report_every=every.report_every, show_after=every.show_after)
+        from gptlab.study.console import Console
+
+        chosen = {k: v for k, v in vars(self.settings or LogHandlerSettings()).items() if v is not None}
+        self.console = Console(self._write, **chosen)
         self.console_lock = threading.Lock()
         self.stopped = threading.Event()
         if not s.dryrun:
