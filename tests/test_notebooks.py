@@ -27,7 +27,7 @@ from gptlab.experiments.sweep import SweepGrid
 from gptlab.io import concat_tables, save_figure, sidecar_path, write_table
 from gptlab.study.notebook import SYNTHETIC_NOTICE, provenance, weights_notice
 from gptlab.study.reports import render_report
-from gptlab.study.runs import run_pretraining, run_resume, verify_resume
+from gptlab.study.runs import Reference, run_pretraining, run_resume, verify_resume
 from gptlab.tokenizer import get_tokenizer
 from gptlab.training.config import TrainConfig
 from tests.conftest import EXPERIMENT_CONFIG, REPO, make_model, make_text
@@ -95,17 +95,17 @@ def _write_determinism(out: Path, model, tok) -> dict:
 
 
 def _write_resume(out: Path) -> dict:
-    """Exercise 5.4 as the pipeline runs it: one epoch, a restore and one more, and an uninterrupted run."""
+    """Exercise 5.4 as the pipeline runs it: one epoch and one more in memory, a restore and one more."""
     d = out / "resume"
     corpus = out / "corpus.txt"
     corpus.write_text(make_text(600), encoding="utf-8")
     config = TrainConfig(num_epochs=1, batch_size=4, max_length=32, stride=32, eval_freq=4, eval_iter=1)
     run = {"model_config": EXPERIMENT_CONFIG, "config": config, "device": "cpu", "threads": 1}
-    run_pretraining(corpus, d / "pretrain.pt", d / "pretrain_history.csv", d / "pretrain_samples.csv", **run)
-    run_resume(corpus, d / "pretrain.pt", d / "checkpoint.pt", d / "history.csv", d / "samples.csv", **run)
     whole = d / "uninterrupted"
-    run["config"] = config.replace(num_epochs=2)
-    run_pretraining(corpus, whole / "checkpoint.pt", whole / "history.csv", whole / "samples.csv", **run)
+    reference = Reference(1, whole / "checkpoint.pt", whole / "history.csv", whole / "samples.csv")
+    pretrain_outputs = (d / "pretrain.pt", d / "pretrain_history.csv", d / "pretrain_samples.csv")
+    run_pretraining(corpus, *pretrain_outputs, reference=reference, **run)
+    run_resume(corpus, d / "pretrain.pt", d / "checkpoint.pt", d / "history.csv", d / "samples.csv", **run)
     verify_resume(d / "checkpoint.pt", whole / "checkpoint.pt", d / "verification.json")
     return {
         "history_csv": str(d / "history.csv"),
@@ -421,6 +421,7 @@ def check_resume(params, page, text):
     assert "<strong>identical</strong>, bit for bit" in page  # what the pipeline's test reads
     verification = json.loads(Path(params["verification_json"]).read_text())
     assert verification["identical"] and f"uninterrupted run of {verification['epochs']} epochs" in text
+    assert verification["proves_exact_resume"] and "trained on in memory past the checkpoint" in text
     history = pd.read_csv(params["history_csv"])
     last = history.iloc[-1]
     assert f"Ep {last.epoch} (Step {last.global_step:06d}): Train loss {last.train_loss:.3f}" in text

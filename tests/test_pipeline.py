@@ -49,6 +49,7 @@ def test_every_artifact_exists(study):
         "resume/checkpoint.pt",
         "resume/history.csv",
         "resume/uninterrupted/checkpoint.pt",
+        "resume/uninterrupted/history.csv",
         "resume/verification.json",
         "figures/losses.png",
         "figures/losses.pdf",
@@ -95,6 +96,10 @@ def test_training_artifacts_hold_the_run(study):
     assert resumed[resumed["run"] == "resume"]["epoch"].unique().tolist() == [3]
     verification = json.loads((workdir / "results/resume/verification.json").read_text())
     assert verification["identical"] is True and verification["epochs"] == 3
+    # the reference is the pretraining job's continuation, past the resume point in memory: a proof
+    assert verification["proves_exact_resume"] is True and verification["resume_point_epoch"] == 2
+    reference = json.loads((workdir / "results/resume/uninterrupted/history.meta.json").read_text())
+    assert reference["reference"]["in_memory_since"] == {"epoch": 0, "batch_in_epoch": 0}
     samples = pd.read_csv(workdir / "results/pretrain/samples.csv")
     assert samples["text"].str.startswith("Every effort moves you").all() and len(samples) == 2
     meta = json.loads((workdir / "results/pretrain/history.meta.json").read_text())

@@ -14,9 +14,11 @@ import pytest
 import torch
 
 from gptlab.model import GPT_CONFIG_124M
+from gptlab.study.runs import Reference, run_pretraining, verify_resume
 from gptlab.tokenizer import TOKENIZER_ID
-from gptlab.training.checkpoint import load_checkpoint
+from gptlab.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from gptlab.training.config import TrainConfig
+from gptlab.training.loop import TrainingInterrupted
 from gptlab.training.pretrain import intermediate_checkpoint, pretrain, settings_key
 
 RUNNER = Path(__file__).with_name("pretrain_runner.py")
@@ -77,6 +79,15 @@ def uninterrupted(tmp_path_factory, text_file):
 
 
 @pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory, text_file):
+    from tests.conftest import TINY_CONFIG
+
+    out = tmp_path_factory.mktemp("two_epochs")
+    finish(run(settings(text_file, TINY_CONFIG, num_epochs=2), out))
+    return out
+
+
+@pytest.fixture(scope="module")
 def uninterrupted_fast(tmp_path_factory, text_file):
     from tests.conftest import TINY_CONFIG
 
@@ -86,10 +97,9 @@ def uninterrupted_fast(tmp_path_factory, text_file):
 
 
 def test_resume_after_n_epochs_in_new_process_is_bit_identical(
-    tmp_path, text_file, tiny_config, uninterrupted
+    tmp_path, text_file, tiny_config, uninterrupted, two_epochs
 ):
-    first = tmp_path / "first"
-    finish(run(settings(text_file, tiny_config, num_epochs=2), first))
+    first = two_epochs
     assert load_checkpoint(first / "final.pt")["train_state"]["epoch"] == 2
     resumed = tmp_path / "resumed"
     cfg = settings(text_file, tiny_config, num_epochs=3, resume_from=str(first / "final.pt"))
@@ -302,3 +312,164 @@ def test_book_style_continuation_keeps_each_modes_optimizer(
     assert not optimizer.param_groups[0]["fused"] and not optimizer.param_groups[0]["foreach"]
     _, optimizer, _, config = pretrain(text, resume_from=uninterrupted / "final.pt", fast=True, **common)
     assert config["fast"] is True and optimizer.param_groups[0]["fused"]
+
+
+# Exercise 5.4's verification as the pipeline runs it: the pretraining process writes its checkpoint
+# after 2 epochs, then trains a third in memory (the reference), which the resume must equal.
+
+
+def study_outputs(folder: Path) -> tuple[Path, Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "checkpoint.pt", folder / "history.csv", folder / "samples.csv"
+
+
+def pretrain_with_reference(text_file, tiny, folder: Path, work_dir=None):
+    """``run_pretraining``: 2 epochs, then a 1-epoch in-memory reference; ``(pretrained, reference)``."""
+    names = ("num_epochs", "batch_size", "max_length", "stride", "eval_freq", "eval_iter", "start_context")
+    fields = {k: v for k, v in settings(text_file, tiny, num_epochs=2).items() if k in names}
+    reference = Reference(1, *study_outputs(folder / "reference"))
+    run_pretraining(
+        text_file,
+        *study_outputs(folder / "pretrained"),
+        model_config=tiny,
+        config=TrainConfig(**fields),
+        device="cpu",
+        work_dir=work_dir,
+        reference=reference,
+    )
+    return folder / "pretrained", folder / "reference"
+
+
+@pytest.fixture(scope="module")
+def with_reference(tmp_path_factory, text_file):
+    from tests.conftest import TINY_CONFIG
+
+    return pretrain_with_reference(text_file, TINY_CONFIG, tmp_path_factory.mktemp("with_reference"))
+
+
+def assert_same_checkpoint(path_a: Path, path_b: Path, rng: bool = False):
+    a, b = load_checkpoint(path_a), load_checkpoint(path_b)
+    assert a["train_state"] == b["train_state"]
+    for name in b["model_state_dict"]:
+        assert torch.equal(a["model_state_dict"][name], b["model_state_dict"][name]), name
+    if rng:
+        assert torch.equal(a["rng_state"]["torch_cpu"], b["rng_state"]["torch_cpu"])
+
+
+def test_the_in_memory_reference_is_a_fresh_uninterrupted_run_and_leaves_the_pretraining_as_it_was(
+    with_reference, uninterrupted, two_epochs
+):
+    pretrained, reference = with_reference
+    # the reference equals a run of 3 epochs from scratch in a fresh process, bit for bit
+    assert_same_checkpoint(reference / "checkpoint.pt", uninterrupted / "final.pt")
+    # the 2-epoch checkpoint (RNG states included, which the resume restores) is a plain 2-epoch run's
+    assert_same_checkpoint(pretrained / "checkpoint.pt", two_epochs / "final.pt", rng=True)
+    assert load_checkpoint(reference / "checkpoint.pt")["reference"] == {
+        "checkpoint_written_at_epoch": 2,
+        "in_memory_since": {"epoch": 0, "batch_in_epoch": 0},
+    }
+
+
+@pytest.mark.parametrize("broken", [None, "rng", "position"], ids=["exact", "rng-not-restored", "batch-late"])
+def test_the_verification_proves_an_exact_resume_and_catches_a_broken_one(
+    tmp_path, text_file, tiny_config, with_reference, broken
+):
+    """The resume runs in a new process; ``broken`` injects a resume bug there (see pretrain_runner)."""
+    pretrained, reference = with_reference
+    cfg = settings(text_file, tiny_config, resume_from=str(pretrained / "checkpoint.pt"))
+    finish(run({**cfg, "break_resume": broken} if broken else cfg, tmp_path))
+    result = verify_resume(tmp_path / "final.pt", reference / "checkpoint.pt", tmp_path / "verification.json")
+    assert json.loads((tmp_path / "verification.json").read_text()) == result
+    assert result["epochs"] == 3 and result["resume_point_epoch"] == 2
+    assert result["never_stopped_at_resume_point"] is True
+    assert result["identical"] is result["proves_exact_resume"] is (broken is None)
+    if broken:
+        # the counters still agree; the weights and losses show the fault
+        assert result["history_identical"]["global_step"] and result["parameters_differing"]
+        assert not result["history_identical"]["train_losses"]
+
+
+def test_a_reference_restored_at_the_resume_point_proves_nothing(tmp_path, with_reference):
+    """Identical runs prove an exact resume only when the reference passed the resume point in memory."""
+    _, reference = with_reference
+    ckpt = load_checkpoint(reference / "checkpoint.pt")
+    model = model_from_checkpoint(reference / "checkpoint.pt")
+
+    def copy(name, **record):
+        return save_checkpoint(
+            tmp_path / name, model, None, ckpt["train_state"], ckpt["train_config"], **record
+        )
+
+    restored_at_2 = {"checkpoint_written_at_epoch": 2, "in_memory_since": {"epoch": 2, "batch_in_epoch": 0}}
+    cases = {
+        "restored.pt": (copy("restored.pt", reference=restored_at_2), False),
+        "unrecorded.pt": (copy("unrecorded.pt"), None),
+        "reference.pt": (reference / "checkpoint.pt", True),
+    }
+    for name, (made, proves) in cases.items():
+        result = verify_resume(reference / "checkpoint.pt", made, tmp_path / f"{name}.json")
+        assert result["identical"] is True and result["proves_exact_resume"] is proves, name
+        assert result["meaning"] and result["never_stopped_at_resume_point"] is proves, name
+
+
+def test_a_kill_during_the_reference_costs_one_epoch_not_the_pretraining(
+    tmp_path, text_file, tiny_config, with_reference, monkeypatch, capfd
+):
+    """SIGTERM as the in-memory continuation starts, then a rerun: one epoch retrained, same outputs."""
+    import gptlab.training.pretrain as pretraining
+
+    train_model = pretraining.train_model
+
+    def sigterm_at_the_continuation(*args, **kwargs):
+        if args[5] == 3:  # num_epochs: the continuation past the 2 pretrained epochs
+            signal.raise_signal(signal.SIGTERM)  # caught by gptlab: the run stops after its next step
+        return train_model(*args, **kwargs)
+
+    monkeypatch.setattr(pretraining, "train_model", sigterm_at_the_continuation)
+    work = tmp_path / "work"
+    with pytest.raises(TrainingInterrupted):
+        pretrain_with_reference(text_file, tiny_config, tmp_path / "run", work)
+    monkeypatch.undo()
+    (latest,) = work.glob("latest-*.pt")
+    assert load_checkpoint(latest)["train_state"]["epoch"] == 2  # stopped inside the third epoch
+    assert load_checkpoint(latest)["train_state"]["batch_in_epoch"] == 1
+    (kept,) = work.glob("epoch1-*.pt")
+    assert not (tmp_path / "run/reference/checkpoint.pt").exists()
+    for path in (tmp_path / "run").rglob("*"):  # Snakemake deletes the outputs of a failed job
+        path.unlink() if path.is_file() else None
+    capfd.readouterr()
+    pretrained, reference = pretrain_with_reference(text_file, tiny_config, tmp_path / "run", work)
+    out, err = capfd.readouterr()
+    assert f"continuing from intermediate checkpoint {kept} (epoch 1)" in err
+    assert "Ep 1 (" not in out and "Ep 2 (" in out  # epoch 1 not retrained
+    for made, want in zip((pretrained, reference), with_reference, strict=True):
+        assert_same_checkpoint(made / "checkpoint.pt", want / "checkpoint.pt")
+        assert (made / "history.csv").read_bytes() == (want / "history.csv").read_bytes()
+    assert load_checkpoint(reference / "checkpoint.pt")["reference"]["in_memory_since"]["epoch"] == 1
+
+
+def test_a_run_with_a_reference_continues_only_a_checkpoint_from_before_its_stop(
+    tmp_path, small_text, tiny_config, monkeypatch
+):
+    """Restored at its stop, the reference would share a broken restore: the kept epoch before is used."""
+    import contextlib
+
+    import gptlab.training.pretrain as pretraining
+    from gptlab.model import GPTModel
+    from gptlab.training.loop import TrainState
+
+    config = TrainConfig(num_epochs=2, eval_freq=3, eval_iter=2).for_model(tiny_config)
+    key = settings_key(small_text, tiny_config, config.record(small_text), None, "exact", "cpu")
+    latest = intermediate_checkpoint(tmp_path, key)
+    kept = latest.with_name("epoch1-" + latest.name.removeprefix("latest-"))
+    model = GPTModel(tiny_config)
+    optimizer = torch.optim.AdamW(model.parameters())
+    for path, epoch in ((latest, 2), (kept, 1)):
+        save_checkpoint(path, model, optimizer, TrainState(epoch=epoch).to_dict(), {}, settings_key=key)
+    monkeypatch.setattr(pretraining._Run, "train", lambda self, state, *args: state)  # where it starts
+    for then_epochs, start in ((0, 2), (1, 1)):
+        stages = pretraining.pretrain_in_stages(
+            small_text, model_config=tiny_config, config=config, then_epochs=then_epochs, work_dir=tmp_path
+        )
+        with contextlib.closing(stages):
+            assert next(stages).in_memory_since == {"epoch": start, "batch_in_epoch": 0}, then_epochs

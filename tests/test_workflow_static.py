@@ -1,6 +1,7 @@
 """The workflow's files: lint-clean, formatted, environments complete, bad configs refused early."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -134,6 +135,20 @@ def test_default_config_is_valid_and_plans_the_whole_study(tmp_path):
         "render_report",
     ):
         assert rule in result.stdout
+
+
+def test_the_resume_check_is_trained_by_the_pretraining_job(tmp_path):
+    """No separate uninterrupted run: the pretraining job writes the reference, only when it is verified."""
+    workdir = copy_workflow(tmp_path / "wf")
+    reference = "results/resume/uninterrupted/checkpoint.pt"
+    for verify in (True, False):
+        config = write_config(workdir / f"{verify}.yaml", "config/config.yaml", resume={"verify": verify})
+        result = snakemake(workdir, "-n", "--configfile", str(config), timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        plan = result.stdout + result.stderr
+        outputs = re.search(r"rule pretrain:\n(?:.*\n)*?\s+output: (.*)", plan).group(1).split(", ")
+        assert (reference in outputs) is verify and "results/pretrain/checkpoint.pt" in outputs
+        assert ("rule verify_resume:" in plan) is verify and "train_uninterrupted" not in plan
 
 
 def test_snakemake_is_installed_in_the_venv():

@@ -304,7 +304,6 @@ def test_every_compute_job_went_through_slurm(study):
 HEAVY_RULES = {
     "pretrain",
     "resume",
-    "train_uninterrupted",
     "verify_resume",
     "convert_gpt2",
     "evaluate_losses",

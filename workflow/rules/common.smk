@@ -115,8 +115,9 @@ def corpus_local_input():
     return [local] if local else []
 
 
-def train_epochs_total():
-    return config["training"]["num_epochs"] + config["resume"]["extra_epochs"]
+def reference_epochs():
+    """Epochs the pretraining job trains on in memory for exercise 5.4's verification; 0 without it."""
+    return config["resume"]["extra_epochs"] if config["resume"]["verify"] else 0
 
 
 # The models of the experiments: the one pretrained here, and each GPT-2 release.

@@ -1,11 +1,19 @@
 import sys
 
-from gptlab.study.runs import run_pretraining
+from gptlab.study.runs import Reference, run_pretraining
 from gptlab.training.config import TrainConfig
 
 sm = snakemake
 sys.stdout = sys.stderr = open(sm.log[0], "w", buffering=1)
 
+reference = None
+if sm.params.reference_epochs:
+    reference = Reference(
+        sm.params.reference_epochs,
+        sm.output.reference_checkpoint,
+        sm.output.reference_history,
+        sm.output.reference_samples,
+    )
 run_pretraining(
     sm.input.corpus,
     sm.output.checkpoint,
@@ -17,4 +25,5 @@ run_pretraining(
     device=sm.params.device,
     threads=sm.threads,
     work_dir=sm.params.work_dir,
+    reference=reference,
 )

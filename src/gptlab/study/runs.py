@@ -3,12 +3,17 @@
 Each function takes plain paths and settings, runs one step and writes its
 artifacts atomically:
 
-- ``run_pretraining``: corpus → final checkpoint, loss history, per-epoch samples
+- ``run_pretraining``: corpus → final checkpoint, loss history, per-epoch samples; with a
+  :class:`Reference`, the same process then trains on in memory and writes that run too
 - ``run_resume``: checkpoint → one more epoch (exercise 5.4), checkpoint and history
 - ``verify_resume``: resumed vs uninterrupted run → a verification JSON
 """
 
 from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -19,7 +24,7 @@ from ..io import write_json, write_table
 from ..training.checkpoint import load_checkpoint, save_checkpoint
 from ..training.config import TrainConfig
 from ..training.loop import TrainState
-from ..training.pretrain import pretrain
+from ..training.pretrain import pretrain_in_stages
 
 HISTORY_COLUMNS = ["run", "epoch", "global_step", "tokens_seen", "train_loss", "val_loss"]
 
@@ -55,6 +60,21 @@ def samples_frame(state: TrainState, run: str, resumed_after: int | None = None)
     return pd.DataFrame({"run": _runs(epochs, run, resumed_after), "epoch": epochs, "text": state.samples})
 
 
+@dataclass(frozen=True)
+class Reference:
+    """Where :func:`run_pretraining` writes the run it continues in memory for ``epochs`` more epochs.
+
+    That run never stopped at the end of pretraining: an exact resume from the pretraining
+    checkpoint, in a new process, must equal it bit for bit (exercise 5.4's verification).
+    """
+
+    epochs: int
+    checkpoint: Path
+    history: Path
+    samples: Path
+    run_name: str = "uninterrupted"
+
+
 def run_pretraining(
     corpus,
     checkpoint,
@@ -67,10 +87,28 @@ def run_pretraining(
     device: str = "auto",
     threads: int | None = None,
     work_dir=None,
+    reference: Reference | None = None,
 ) -> TrainState:
-    """Pretrain from scratch for ``config.num_epochs`` (continuing from ``work_dir`` when interrupted)."""
-    result = _train(corpus, model_config, config, device, threads, work_dir)
-    return _write_run(*result, checkpoint, history, samples, run_name)
+    """Pretrain from scratch for ``config.num_epochs`` (continuing from ``work_dir`` when interrupted).
+
+    With ``reference``, the process then trains ``reference.epochs`` more in memory and writes that
+    run there too, recording since when it was trained in memory. Returns the pretraining's state.
+    """
+    then_epochs = reference.epochs if reference else 0
+    stages = _train(corpus, model_config, config, device, threads, work_dir, then_epochs=then_epochs)
+    with contextlib.closing(stages):
+        stop = next(stages)
+        _write_run(stop, checkpoint, history, samples, run_name)
+        pretrained = TrainState.from_dict(stop.state.to_dict())  # a copy: the continuation trains on
+        if reference is not None:
+            written = {
+                "checkpoint_written_at_epoch": stop.state.epoch,
+                "in_memory_since": stop.in_memory_since,
+            }
+            stop = next(stages)
+            outputs = (reference.checkpoint, reference.history, reference.samples)
+            _write_run(stop, *outputs, reference.run_name, reference=written)
+    return pretrained
 
 
 def run_resume(
@@ -90,41 +128,50 @@ def run_resume(
     """Exercise 5.4: restore model, optimizer and everything else; train ``extra_epochs`` more."""
     done = load_checkpoint(from_checkpoint, model_config=model_config)["train_state"]["epoch"]
     config = config.replace(num_epochs=done + extra_epochs)
-    result = _train(corpus, model_config, config, device, threads, work_dir, resume_from=from_checkpoint)
-    return _write_run(*result, checkpoint, history, samples, "pretrain", done)
+    stages = _train(corpus, model_config, config, device, threads, work_dir, resume_from=from_checkpoint)
+    with contextlib.closing(stages):
+        stop = next(stages)
+    _write_run(stop, checkpoint, history, samples, "pretrain", done)
+    return stop.state
 
 
-def _train(corpus, model_config, config, device, threads, work_dir, resume_from=None):
+def _train(corpus, model_config, config, device, threads, work_dir, **options):
     set_threads(threads)
     device = select_device(device)
     text = read_text(corpus)
-    return pretrain(
-        text,
-        model_config=model_config,
-        config=config,
-        device=device,
-        work_dir=work_dir,
-        resume_from=resume_from,
+    return pretrain_in_stages(
+        text, model_config=model_config, config=config, device=device, work_dir=work_dir, **options
     )
 
 
-def _write_run(
-    model, optimizer, state, train_config, checkpoint, history, samples, run_name, resumed_after=None
-) -> TrainState:
+def _write_run(stop, checkpoint, history, samples, run_name, resumed_after=None, reference=None) -> None:
+    """The run's checkpoint, history and samples, with their sidecars.
+
+    The checkpoint records the epoch a resumed run was restored at; a reference run records where the
+    same process wrote the checkpoint it trained on from, and since when it trained in memory.
+    """
+    model, state, train_config = stop.model, stop.state, stop.train_config
     device = next(model.parameters()).device
-    save_checkpoint(
-        checkpoint, model, optimizer, state.to_dict(), train_config, machine=describe_machine(device)
-    )
+    record = {"machine": describe_machine(device)}
+    record.update({"resumed_from_epoch": resumed_after} if resumed_after is not None else {})
+    record.update({"reference": reference} if reference is not None else {})
+    save_checkpoint(checkpoint, model, stop.optimizer, state.to_dict(), train_config, **record)
     meta = {"run": run_name, "resumed_after_epoch": resumed_after, "model_config": dict(model.cfg)}
     meta["device"] = str(device)
     meta["train_config"] = train_config
+    meta.update({"reference": reference} if reference is not None else {})
     write_table(history_frame(state, run_name, resumed_after), history, meta)
     write_table(samples_frame(state, run_name, resumed_after), samples, meta)
-    return state
 
 
 def verify_resume(resumed_checkpoint, uninterrupted_checkpoint, out_json) -> dict:
-    """Compare a resumed run with an uninterrupted one of the same length, bit for bit."""
+    """Compare a resumed run with an uninterrupted one of the same length, bit for bit.
+
+    ``identical``: every parameter tensor and every recorded history field is equal. ``proves_exact_resume``:
+    identical, and the uninterrupted run is known to have trained through the resume point in memory
+    (``never_stopped_at_resume_point``); a reference that was itself restored there would share a
+    broken restore with the resumed run. None when the reference does not record how it was trained.
+    """
     a = load_checkpoint(resumed_checkpoint)
     b = load_checkpoint(uninterrupted_checkpoint)
     sa, sb = a["train_state"], b["train_state"]
@@ -146,10 +193,40 @@ def verify_resume(resumed_checkpoint, uninterrupted_checkpoint, out_json) -> dic
         "final_val_loss": {"resumed": sa["val_losses"][-1], "uninterrupted": sb["val_losses"][-1]},
     }
     result["identical"] = all(result["history_identical"].values()) and not differing
+    result.update(_reference_provenance(a, b, result["identical"]))
     result["machines"] = {"resumed": a.get("machine"), "uninterrupted": b.get("machine")}
     result["same_machine"] = _same_machine(a.get("machine"), b.get("machine"))
     write_json(result, out_json)
     return result
+
+
+def _reference_provenance(resumed: dict, reference: dict, identical: bool) -> dict:
+    """Whether the reference trained through the resume point without a save and restore, and so proves."""
+    made = reference.get("reference")  # written by run_pretraining with a Reference
+    resume_point = resumed.get("resumed_from_epoch", made and made["checkpoint_written_at_epoch"])
+    if made is None or resume_point is None:
+        never_stopped = None
+    else:
+        since = made["in_memory_since"]
+        never_stopped = (since["epoch"], since["batch_in_epoch"]) < (resume_point, 0)
+    proves = never_stopped if identical else False
+    return {
+        "resume_point_epoch": resume_point,
+        "uninterrupted_in_memory_since": made and made["in_memory_since"],
+        "never_stopped_at_resume_point": never_stopped,
+        "proves_exact_resume": proves,
+        "meaning": _MEANING[proves],
+    }
+
+
+_MEANING = {
+    True: "The run resumed in a new process equals, bit for bit, the run that continued in memory past the "
+    "resume point without saving and restoring: the checkpoint resumes training exactly.",
+    False: "No proof of an exact resume: the two runs differ, or the uninterrupted run was itself restored "
+    "from a checkpoint at or after the resume point, so a broken restore would affect both alike.",
+    None: "The uninterrupted run does not record how it was trained, so whether it passed the resume point "
+    "in memory is unknown; equal runs agree, but prove an exact resume only if it did.",
+}
 
 
 def _same_machine(a: dict | None, b: dict | None) -> bool | None:

@@ -8,6 +8,12 @@ checkpoint after every epoch and when interrupted (SIGTERM/SIGINT), and picks
 up from the newest one on the next call, so a killed job loses at most the
 work since the last step.
 
+``pretrain_in_stages`` stops at ``num_epochs`` for the caller to write the
+run, then trains ``then_epochs`` more in the same process (same model,
+optimizer, RNG and loaders, nothing saved and restored in between): the
+uninterrupted reference that an exact resume from the written checkpoint
+must equal bit for bit (exercise 5.4's verification).
+
 ``TrainConfig.fast`` trains the same model on the same data in fast mode
 (``gptlab.fast``: fused kernels, fused AdamW, bf16 autocast where the
 hardware has it, evaluation in inference mode): faster, equal up to
@@ -17,10 +23,13 @@ share intermediate checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
+import shutil
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +37,7 @@ import torch
 
 from ..data import create_book_loaders
 from ..fast import fast_training, make_evaluator
-from ..io import library_versions, sha256_file
+from ..io import atomic_open, library_versions, sha256_file
 from ..model import GPTModel
 from ..tokenizer import get_tokenizer
 from .checkpoint import CheckpointError, load_checkpoint, load_into, restore_rng_state, save_checkpoint
@@ -69,21 +78,72 @@ def pretrain(
     settings is continued, also towards a larger ``num_epochs``, never one holding more epochs.
     ``train_config`` is the settings as checkpoints record them (:meth:`TrainConfig.record`).
     """
+    options = dict(
+        config=config, device=device, work_dir=work_dir, resume_from=resume_from, progress=progress
+    )
+    stages = pretrain_in_stages(
+        text, model_config=model_config, resume_mode=resume_mode, **options, **overrides
+    )
+    with contextlib.closing(stages):
+        stop = next(stages)
+    return stop.model, stop.optimizer, stop.state, stop.train_config
+
+
+@dataclass
+class StopPoint:
+    """The run where :func:`pretrain_in_stages` stopped, and since when this process trained it in memory."""
+
+    model: GPTModel
+    optimizer: torch.optim.Optimizer
+    state: TrainState  # trained further in place by the next stage: write it before asking for that
+    train_config: dict
+    in_memory_since: dict  # {"epoch", "batch_in_epoch"}: the position restored from a file, or the start
+
+
+def pretrain_in_stages(
+    text: str,
+    *,
+    model_config: dict,
+    config: TrainConfig | None = None,
+    then_epochs: int = 0,
+    device="cpu",
+    work_dir=None,
+    resume_from=None,
+    resume_mode: str = "exact",
+    progress: bool = True,
+    **overrides,
+) -> Iterator[StopPoint]:
+    """:func:`pretrain`, yielding a :class:`StopPoint` at ``num_epochs`` and, with ``then_epochs``,
+    another after that many more epochs trained on in memory: the run that never stopped at
+    ``num_epochs``. To keep it so, such a run continues only an intermediate checkpoint from before
+    ``num_epochs``, and ``work_dir`` keeps the one of the epoch before, so that a rerun after a kill
+    during the continuation retrains that one epoch. SIGTERM/SIGINT stop either stage, also when they
+    arrive while the caller writes the first stop.
+    """
     if resume_mode not in RESUME_MODES:
         raise ValueError(f"resume_mode={resume_mode!r} must be 'exact' or 'book'")
+    if then_epochs < 0:
+        raise ValueError(f"then_epochs={then_epochs} must be >= 0")
     config = (config or TrainConfig()).replace(**overrides).for_model(model_config)
     run = _set_up(text, model_config, config, torch.device(device))
     train_config = config.record(text)
     key = settings_key(text, model_config, train_config, resume_from, resume_mode, run.device)
-    latest = intermediate_checkpoint(work_dir, key)
-    state = _continue_intermediate(run, latest, key)
+    files = _WorkFiles(intermediate_checkpoint(work_dir, key))
+    state = _continue_intermediate(run, files, key, must_pass_in_memory=then_epochs > 0)
     if state is None and resume_from is not None and resume_mode == "exact":
         state = _resume_exact(run, resume_from, train_config)
     elif state is None and resume_from is not None:
         run.loaders = _resume_book(run, resume_from, text)
-    save = functools.partial(_save_intermediate, run, latest, key, train_config)
-    state = run.train(state, save, progress)
-    return run.model, run.optimizer, state, train_config
+    since = {"epoch": state.epoch if state else 0, "batch_in_epoch": state.batch_in_epoch if state else 0}
+    keep_epoch = config.num_epochs - 1 if then_epochs else None
+    stops = [config.num_epochs, config.num_epochs + then_epochs] if then_epochs else [config.num_epochs]
+    with stop_on_signals() as should_stop:
+        for num_epochs in stops:
+            train_config = config.replace(num_epochs=num_epochs).record(text)
+            save = functools.partial(_save_intermediate, run, files, key, train_config, None)
+            keep = functools.partial(_save_intermediate, run, files, key, train_config, keep_epoch)
+            state = run.train(state, num_epochs, keep, save, should_stop, progress)
+            yield StopPoint(run.model, run.optimizer, state, train_config, since)
 
 
 @dataclass
@@ -98,27 +158,26 @@ class _Run:
     optimizer: torch.optim.Optimizer
     loop_options: dict  # fast mode's autocast and evaluation for train_model; none for the book's
 
-    def train(self, state: TrainState | None, save, progress: bool) -> TrainState:
-        """``train_model`` with ``save`` after each epoch and when stopped by a signal."""
+    def train(self, state, num_epochs: int, on_epoch_end, on_stop, should_stop, progress) -> TrainState:
+        """``train_model`` to ``num_epochs``, calling back after each epoch and when stopped."""
         c = self.config
-        with stop_on_signals() as should_stop:
-            return train_model(
-                self.model,
-                *self.loaders,
-                self.optimizer,
-                self.device,
-                c.num_epochs,
-                c.eval_freq,
-                c.eval_iter,
-                c.start_context,
-                self.tokenizer,
-                state=state,
-                on_epoch_end=save,
-                should_stop=should_stop,
-                on_stop=save,
-                progress=progress,
-                **self.loop_options,
-            )
+        return train_model(
+            self.model,
+            *self.loaders,
+            self.optimizer,
+            self.device,
+            num_epochs,
+            c.eval_freq,
+            c.eval_iter,
+            c.start_context,
+            self.tokenizer,
+            state=state,
+            on_epoch_end=on_epoch_end,
+            should_stop=should_stop,
+            on_stop=on_stop,
+            progress=progress,
+            **self.loop_options,
+        )
 
 
 def _set_up(text: str, model_config: dict, config: TrainConfig, device: torch.device) -> _Run:
@@ -149,9 +208,13 @@ def book_setup(text: str, model_config: dict, config: TrainConfig, device="cpu",
     return loaders, GPTModel(model_config).to(device)
 
 
-def _save_intermediate(run: _Run, latest: Path | None, key: dict, train_config: dict, state) -> None:
-    if latest is not None:
-        save_checkpoint(latest, run.model, run.optimizer, state.to_dict(), train_config, settings_key=key)
+def _save_intermediate(run: _Run, files, key: dict, train_config: dict, keep_epoch, state) -> None:
+    """The latest intermediate checkpoint; also kept under its own name at ``keep_epoch``."""
+    if files.latest is None:
+        return
+    save_checkpoint(files.latest, run.model, run.optimizer, state.to_dict(), train_config, settings_key=key)
+    if state.epoch == keep_epoch and state.batch_in_epoch == 0:
+        files.keep(state.epoch)
 
 
 def settings_key(text, model_config, train_config, resume_from, resume_mode, device) -> dict:
@@ -183,30 +246,82 @@ def intermediate_checkpoint(work_dir, key: dict) -> Path | None:
     return Path(work_dir) / f"latest-{digest}.pt"
 
 
-def _usable_intermediate(latest: Path | None, key: dict, num_epochs: int, model_config, device):
-    """The intermediate checkpoint to continue from, or None to start from the beginning."""
-    if latest is None or not latest.exists():
-        return None
+@dataclass(frozen=True)
+class _WorkFiles:
+    """One run's intermediate checkpoints: the latest, and at most one kept at an epoch's end."""
+
+    latest: Path | None
+
+    def kept(self) -> list[Path]:
+        """The kept checkpoints, most epochs first (their names say the epoch)."""
+        digest = self.latest.name.removeprefix("latest-")
+        return sorted(self.latest.parent.glob(f"epoch*-{digest}"), key=_kept_epoch, reverse=True)
+
+    def keep(self, epoch: int) -> None:
+        """Keep a copy of the latest checkpoint (at the end of ``epoch``) in place of any older one."""
+        kept = self.latest.with_name(f"epoch{epoch}-{self.latest.name.removeprefix('latest-')}")
+        with open(self.latest, "rb") as src, atomic_open(kept, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        for other in self.kept():
+            if other != kept:
+                other.unlink(missing_ok=True)
+
+    def candidates(self) -> list[Path]:
+        return [p for p in (self.latest, *self.kept()) if p.exists()] if self.latest else []
+
+
+def _kept_epoch(path: Path) -> int:
+    return int(path.name.split("-", 1)[0].removeprefix("epoch"))
+
+
+def _position(ckpt: dict) -> tuple[int, int]:
+    return ckpt["train_state"]["epoch"], ckpt["train_state"]["batch_in_epoch"]
+
+
+def _usable_intermediate(path: Path, key: dict, num_epochs: int, must_pass: bool, model_config, device):
+    """The checkpoint at ``path`` if this run may continue it, else None (saying why).
+
+    It may not hold more than ``num_epochs``; with ``must_pass`` it must hold fewer, so that the
+    run trains through epoch ``num_epochs`` in memory.
+    """
     try:
-        ckpt = load_checkpoint(latest, map_location=device, model_config=model_config)
+        ckpt = load_checkpoint(path, map_location=device, model_config=model_config)
     except CheckpointError as exc:
-        raise CheckpointError(f"{exc}\n(it is the intermediate checkpoint of this run)") from exc
+        raise CheckpointError(f"{exc}\n(it is an intermediate checkpoint of this run)") from exc
     if ckpt.get("settings_key") != key:
-        _log(f"{latest} was written for other settings; training from the start")
+        _log(f"{path} was written for other settings")
         return None
-    done = ckpt["train_state"]["epoch"]
-    if done > num_epochs or (done == num_epochs and ckpt["train_state"]["batch_in_epoch"]):
-        _log(f"{latest} holds {done} epochs, more than the {num_epochs} asked for; training from the start")
+    done = _position(ckpt)
+    if done > (num_epochs, 0):
+        _log(f"{path} holds {done[0]} epochs, more than the {num_epochs} asked for")
+        return None
+    if must_pass and done == (num_epochs, 0):
+        _log(f"{path} holds the {num_epochs} epochs asked for; the continuation must train through them")
         return None
     return ckpt
 
 
-def _continue_intermediate(run: _Run, latest: Path | None, key: dict) -> TrainState | None:
-    """Restore the run from its usable intermediate checkpoint; None when there is none."""
-    ckpt = _usable_intermediate(latest, key, run.config.num_epochs, run.model.cfg, run.device)
-    if ckpt is None:
+def _best_intermediate(files: _WorkFiles, key: dict, num_epochs: int, must_pass: bool, run: _Run):
+    """``(checkpoint, path)`` of the usable intermediate checkpoint with the most training done, or None."""
+    best = None
+    for path in files.candidates():
+        if best and path != files.latest and _kept_epoch(path) <= best[0]["train_state"]["epoch"]:
+            continue  # holds no more than the one found
+        ckpt = _usable_intermediate(path, key, num_epochs, must_pass, run.model.cfg, run.device)
+        if ckpt is not None and (best is None or _position(ckpt) > _position(best[0])):
+            best = ckpt, path
+    return best
+
+
+def _continue_intermediate(run: _Run, files: _WorkFiles, key: dict, must_pass_in_memory: bool):
+    """Restore the run from its best usable intermediate checkpoint; None when there is none."""
+    best = _best_intermediate(files, key, run.config.num_epochs, must_pass_in_memory, run)
+    if best is None:
+        if files.candidates():
+            _log("training from the start")
         return None
-    _log(f"continuing from intermediate checkpoint {latest} (epoch {ckpt['train_state']['epoch']})")
+    ckpt, path = best
+    _log(f"continuing from intermediate checkpoint {path} (epoch {ckpt['train_state']['epoch']})")
     return _restore_exact(ckpt, run.model, run.optimizer)
 
 
