@@ -13,7 +13,7 @@ CORPUS ?=
 DEMO_SNAKEMAKE := $(VENV)/bin/snakemake --logger gptlab --directory $(DEMO) --snakefile Snakefile \
 	--configfile config/test.yaml $(DEMO)/gpt2.yaml $(DEMO)/corpus.yaml
 
-.PHONY: install test test-all run demo progress reproduce-book lint format bench clean
+.PHONY: install test test-all run demo progress reproduce-book lint format bench gpu-check clean
 
 install: $(STAMP)
 
@@ -62,6 +62,11 @@ reproduce-book: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py
+
+# On a CUDA machine: conformance on the GPU and the speed ratios to the book in under 5 minutes
+# (docs/speed.md, "On a GPU"); elsewhere it says there is no GPU and exits 0.
+gpu-check: $(STAMP)
+	bash bench/gpu_check.sh
 
 # Style, complexity (ruff's C901, limit in pyproject.toml), Snakemake formatting, and the package's
 # shape (no import cycle, imports from the core up: tests/test_architecture.py). CI runs it.

@@ -5,8 +5,15 @@ of the workflow, The Verdict or a generated text as the corpus, synthetic
 GPT-2 releases behind a ``file://`` mirror) and runs
 ``snakemake --cores 2 --configfile config/test.yaml`` (plus those settings)
 from scratch. Reported: the median wall time over runs with its min-max
-spread, and each rule's own time from Snakemake's ``benchmark:`` files. The
-book has no pipeline, so there is no ratio to the book here.
+spread; each rule's jobs (their seconds and share of all job seconds); and
+the start-up share: of each job's seconds, those before its first line of work
+(starting Python, Snakemake's script preamble, the script's imports). A probe loaded
+into every process of the run (``bench/startup_probe/sitecustomize.py``) records
+when each job's process started, when it opened its log (each workflow script's
+first line of work, right after its imports) and when it exited; it only watches.
+A report's notebook kernel counts until it first reads an artifact (its start,
+its parameters and imports). Each job's times go to ``<out>_jobs.csv``.
+The book has no pipeline, so there is no ratio to the book here.
 
 A target the workflow cannot produce (yet) is reported and left out instead
 of failing the whole benchmark.
@@ -19,6 +26,7 @@ of failing the whole benchmark.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -69,26 +77,89 @@ def producible(targets: list[str], configfile: str, cores: int) -> tuple[list[st
                 return keep, dropped
 
 
+PROBE = Path(__file__).resolve().parent / "startup_probe"
+
+
+def job_times(records_dir: Path) -> list[dict]:
+    """One dict per job (``rule``, ``job_s``, ``startup_s``, ``start``, ...) from the probe's records.
+
+    A report's start-up adds its notebook kernel's (the kernel is the job's child process):
+    ``kernel_s`` up to the kernel's first read of an artifact, ``kernel_first_cell_s`` up to its
+    first cell.
+    """
+    records = [json.loads(p.read_text()) for p in sorted(records_dir.glob("*.json"))]
+    kernels: dict[int, dict] = {}
+    for rec in records:
+        if rec["kind"] == "kernel" and rec["ready"] is not None:
+            k = kernels.setdefault(rec["ppid"], {"kernel_s": 0.0, "kernel_first_cell_s": 0.0})
+            k["kernel_s"] += rec["ready"] - rec["start"]
+            k["kernel_first_cell_s"] += (rec.get("first_cell") or rec["ready"]) - rec["start"]
+    jobs = []
+    for rec in records:
+        if rec["kind"] != "script" or rec["ready"] is None or rec["end"] is None:
+            continue
+        kernel = kernels.get(rec["pid"], {"kernel_s": 0.0, "kernel_first_cell_s": 0.0})
+        jobs.append(
+            {
+                "rule": rec["rule"] or rec["script"],
+                "job_s": rec["end"] - rec["start"],
+                "startup_s": rec["ready"] - rec["start"] + kernel["kernel_s"],
+                "start": rec["start"],
+                "script_startup_s": rec["ready"] - rec["start"],
+                **kernel,
+            }
+        )
+    return jobs
+
+
+def by_rule(jobs: list[dict]) -> dict[str, dict]:
+    """Per rule: its jobs, their seconds and start-up seconds, and the shares of all job seconds."""
+    total = sum(j["job_s"] for j in jobs) or float("nan")
+    rules: dict[str, dict] = {}
+    for j in jobs:
+        r = rules.setdefault(j["rule"], {"jobs": 0, "job_s": 0.0, "startup_s": 0.0})
+        r["jobs"] += 1
+        r["job_s"] += j["job_s"]
+        r["startup_s"] += j["startup_s"]
+    for r in rules.values():
+        r["share_of_jobs"] = r["job_s"] / total
+        r["startup_share"] = r["startup_s"] / r["job_s"] if r["job_s"] else float("nan")
+    return rules
+
+
 def run_once(configfile: str, cores: int, targets: list[str], timeout: int) -> dict:
     # Targets go first: --configfile takes every value that follows it.
     with tempfile.TemporaryDirectory(prefix="bench-dag-") as tmp:
         workdir, config = scratch_workflow(Path(tmp), configfile)
-        t0 = time.perf_counter()
-        result = snakemake(
-            workdir, *targets, "--cores", str(cores), "--configfile", str(config), timeout=timeout
-        )
-        wall = time.perf_counter() - t0
+        records = Path(tmp) / "startup"
+        records.mkdir()
+        saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "GPTLAB_BENCH_STARTUP")}
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROBE), saved["PYTHONPATH"]]))
+        os.environ["GPTLAB_BENCH_STARTUP"] = str(records)
+        try:
+            t0 = time.time()
+            result = snakemake(
+                workdir, *targets, "--cores", str(cores), "--configfile", str(config), timeout=timeout
+            )
+            wall = time.time() - t0
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
         if result.returncode != 0:
             said = result.stdout + result.stderr
             raise SystemExit(f"snakemake failed (exit {result.returncode}):\n{said[-4000:]}")
-        rules = {}
-        for tsv in sorted((workdir / "results" / "benchmarks").glob("*.tsv")):
-            lines = tsv.read_text().splitlines()
-            if len(lines) >= 2:
-                header, values = lines[0].split("\t"), lines[1].split("\t")
-                rules[tsv.stem] = float(values[header.index("s")])
-        jobs = re.search(r"^total\s+(\d+)\s*$", result.stdout + result.stderr, re.M)
-        return {"wall_s": wall, "rules": rules, "jobs": int(jobs.group(1)) if jobs else 0}
+        jobs = job_times(records)
+        count = re.search(r"^total\s+(\d+)\s*$", result.stdout + result.stderr, re.M)
+        first = min((j["start"] for j in jobs), default=t0) - t0
+        return {
+            "wall_s": wall,
+            "jobs": jobs,
+            "count": int(count.group(1)) if count else 0,
+            "first_job_s": first,
+        }
 
 
 def row(variant, metric, values, **extra):
@@ -104,6 +175,50 @@ def row(variant, metric, values, **extra):
         "runs": len(values),
         **extra,
     }
+
+
+def rows_of(results: list[dict], label: str) -> list[dict]:
+    """The CSV's rows: the whole run, then each rule (medians over runs)."""
+    whole = [by_rule([{**j, "rule": "all"} for j in r["jobs"]]).get("all") for r in results]
+    whole = [w for w in whole if w]
+    rows = [
+        row("workflow", "wall_s", [r["wall_s"] for r in results], targets=label, jobs=results[0]["count"])
+    ]
+    rows.append(row("workflow", "until_first_job_s", [r["first_job_s"] for r in results], targets=label))
+    if whole:
+        for metric in ("job_s", "startup_s", "startup_share"):
+            rows.append(row("workflow", metric, [w[metric] for w in whole], targets=label))
+    per_run = [by_rule(r["jobs"]) for r in results]
+    for rule in sorted({name for rules in per_run for name in rules}):
+        found = [rules[rule] for rules in per_run if rule in rules]
+        for metric in ("job_s", "share_of_jobs", "startup_s", "startup_share"):
+            rows.append(
+                row(f"rule:{rule}", metric, [f[metric] for f in found], targets=label, jobs=found[0]["jobs"])
+            )
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    table: dict[str, dict] = {}
+    for r in rows:
+        table.setdefault(r["variant"], {"jobs": r.get("jobs")})[r["metric"]] = r["median"]
+    whole = table.pop("workflow")
+    print(
+        f"\nwall time {whole['wall_s']:.1f} s, {whole.get('jobs') or 0:.0f} jobs; "
+        f"the first job started after {whole['until_first_job_s']:.1f} s"
+    )
+    if "job_s" in whole:
+        print(
+            f"job seconds {whole['job_s']:.1f}, of which start-up {whole['startup_s']:.1f} "
+            f"({100 * whole['startup_share']:.0f} %)"
+        )
+    print(f"\n{'rule':<28} {'jobs':>4} {'job s':>8} {'share':>7} {'start-up s':>11} {'start-up share':>15}")
+    for name, t in sorted(table.items(), key=lambda kv: -kv[1]["job_s"]):
+        print(
+            f"{name.removeprefix('rule:'):<28} {t['jobs']:>4.0f} {t['job_s']:>8.1f} "
+            f"{100 * t['share_of_jobs']:>6.1f}% {t['startup_s']:>11.1f} {100 * t['startup_share']:>14.0f}%"
+        )
+    print("(medians over runs; a job's seconds run from its process's start to its exit)")
 
 
 def main(argv=None) -> int:
@@ -142,21 +257,17 @@ def main(argv=None) -> int:
     results = []
     for i in range(runs):
         res = run_once(args.configfile, args.cores, targets, args.timeout)
-        print(f"run {i + 1}/{runs}: {res['wall_s']:.1f} s, {res['jobs']} jobs", flush=True)
+        print(f"run {i + 1}/{runs}: {res['wall_s']:.1f} s, {res['count']} jobs", flush=True)
         results.append(res)
-
-    rows = [row("workflow", "wall_s", [r["wall_s"] for r in results], targets=label, jobs=results[0]["jobs"])]
-    for rule in sorted({name for r in results for name in r["rules"]}):
-        times = [r["rules"][rule] for r in results if rule in r["rules"]]
-        rows.append(row(f"rule:{rule}", "wall_s", times, targets=label))
 
     import pandas as pd
 
     from gptlab.io import write_table
 
-    print(f"\n{'variant':<24} {'median s':>10} {'min-max s':>20}")
-    for r in rows:
-        print(f"{r['variant']:<24} {r['median']:>10.1f} {r['min']:>9.1f}-{r['max']:<9.1f}")
+    rows = rows_of(results, label)
+    print_table(rows)
+    jobs = [{"run": i, **job} for i, r in enumerate(results) for job in r["jobs"]]
+    pd.DataFrame(jobs).to_csv(args.out.with_name(args.out.stem + "_jobs.csv"), index=False)
     meta = {"benchmark": "tiny-config workflow wall time", "configfile": args.configfile, "cores": args.cores}
     meta["load_average"] = {"before": load_before, "after": os.getloadavg()}
     write_table(pd.DataFrame(rows), args.out, {**meta, "targets": label, "runs": runs})

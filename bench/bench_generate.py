@@ -12,6 +12,7 @@ tokens (``same_tokens_as_book``) before anything is timed.
 
     python bench/bench_generate.py            # 124M shape, 64 and 256 new tokens
     python bench/bench_generate.py --smoke    # a tiny model, a few seconds
+    python bench/bench_generate.py --device cuda   # on a GPU (timings wait for the device to finish)
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ def methods(batch: int):
         return generate(model, idx, n, ctx, TEMPERATURE, TOP_K, seeds=list(range(SEED, SEED + batch)))
 
     return {"book": (book, 1), "gptlab_cached": (cached, 1), f"gptlab_batched_{batch}": (batched, batch)}
+
+
+def sync(device) -> None:
+    """Wait for the device's queued work: CUDA runs asynchronously."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def summarise(raw: pd.DataFrame, same: dict) -> pd.DataFrame:
@@ -96,6 +103,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, help="timed runs per method and length (default 3; smoke 2)")
     parser.add_argument("--batch", type=int, default=8, help="rows of the batched path (default 8)")
     parser.add_argument("--threads", type=int, help="torch threads (default 2; smoke 1)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument(
         "--out", type=Path, help="CSV (default results/bench/generate.csv; smoke: generate_smoke.csv)"
     )
@@ -108,14 +116,17 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()
     if args.repeats < 1 or args.batch < 1 or args.threads < 1:
         parser.error("--repeats, --batch and --threads must be >= 1")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA device here")
 
     torch.set_num_threads(args.threads)
     cfg = SMOKE_CONFIG if args.smoke else GPT_CONFIG_124M
     tokens = args.tokens or ([8, 16] if args.smoke else [64, 256])
     torch.manual_seed(SEED)
-    model = GPTModel(cfg).eval()
+    model = GPTModel(cfg).eval().to(device)
     ctx = cfg["context_length"]
-    idx = torch.tensor([PROMPT])
+    idx = torch.tensor([PROMPT], device=device)
     runs = methods(args.batch)
 
     # Correctness first: the cached path must return the book's tokens (same seed, same draws).
@@ -131,8 +142,10 @@ def main(argv=None) -> int:
         for r in range(args.repeats):
             for name in names if r % 2 == 0 else names[::-1]:
                 fn, batch = runs[name]
+                sync(device)
                 start = time.perf_counter()
                 out = fn(model, idx, n, ctx)
+                sync(device)
                 seconds = time.perf_counter() - start
                 generated = (out.shape[1] - idx.shape[1]) * out.shape[0]
                 raw.append(
@@ -156,6 +169,7 @@ def main(argv=None) -> int:
         "model_shape": shape,
         "config": cfg,
         "threads": args.threads,
+        "device": str(device),
         "repeats": args.repeats,
         "temperature": TEMPERATURE,
         "top_k": TOP_K,
@@ -168,7 +182,10 @@ def main(argv=None) -> int:
     write_table(summary, args.out, meta)
     write_table(raw, args.out.with_name(args.out.stem + "_runs.csv"), meta)
 
-    print(f"\ngenerate, {shape} shape, {args.threads} threads, {args.repeats} runs each (median [min-max])")
+    print(
+        f"\ngenerate on {device}, {shape} shape, {args.threads} threads, "
+        f"{args.repeats} runs each (median [min-max])"
+    )
     print(f"{'method':>20} {'batch':>5} {'tokens':>6} {'tokens/s':>24} {'x book':>18} {'same tokens':>11}")
     for _, s in summary.iterrows():
         tps = f"{s.tokens_per_s_median:8.1f} [{s.tokens_per_s_min:.1f}-{s.tokens_per_s_max:.1f}]"

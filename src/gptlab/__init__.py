@@ -3,42 +3,70 @@
 The book's public names are exported here so the book's code runs against gptlab.
 """
 
-from .data import GPTDatasetV1, create_book_loaders, create_dataloader_v1, read_text, split_text
-from .device import select_device, set_threads
-from .generation import (
-    RowSetting,
-    generate,
-    generate_rows,
-    generate_text_simple,
-    print_sampled_tokens,
-    softmax_with_temperature,
-)
-from .gpt2 import (
-    download_and_load_gpt2,
-    download_gpt2,
-    gpt2_model_config,
-    load_gpt2,
-    load_gpt2_params_from_tf_ckpt,
-    load_weights_into_gpt,
-)
-from .losses import calc_loss_batch, calc_loss_loader, evaluate_model, perplexity
-from .model import GPT_CONFIG_124M, GPTModel, KVCache
-from .tokenizer import get_tokenizer, text_to_token_ids, token_ids_to_text
-from .training.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    model_from_checkpoint,
-    save_checkpoint,
-)
-from .training.config import TrainConfig
-from .training.loop import (
-    NonFiniteLossError,
-    TrainingInterrupted,
-    TrainState,
-    generate_and_print_sample,
-    train_model,
-    train_model_simple,
-)
+import importlib
+
+# Importing ``gptlab`` (or any of its modules, as each workflow job does) imports none of them:
+# each name is imported on first use, so that a job that only downloads or plots starts without torch.
+_EXPORTS = {
+    ".data": (
+        "GPTDatasetV1",
+        "create_book_loaders",
+        "create_dataloader_v1",
+        "read_text",
+        "split_text",
+    ),
+    ".device": (
+        "select_device",
+        "set_threads",
+    ),
+    ".generation": (
+        "RowSetting",
+        "generate",
+        "generate_rows",
+        "generate_text_simple",
+        "print_sampled_tokens",
+        "softmax_with_temperature",
+    ),
+    ".gpt2": (
+        "download_and_load_gpt2",
+        "download_gpt2",
+        "gpt2_model_config",
+        "load_gpt2",
+        "load_gpt2_params_from_tf_ckpt",
+        "load_weights_into_gpt",
+    ),
+    ".losses": (
+        "calc_loss_batch",
+        "calc_loss_loader",
+        "evaluate_model",
+        "perplexity",
+    ),
+    ".model": (
+        "GPT_CONFIG_124M",
+        "GPTModel",
+        "KVCache",
+    ),
+    ".tokenizer": (
+        "get_tokenizer",
+        "text_to_token_ids",
+        "token_ids_to_text",
+    ),
+    ".training.checkpoint": (
+        "CheckpointError",
+        "load_checkpoint",
+        "model_from_checkpoint",
+        "save_checkpoint",
+    ),
+    ".training.config": ("TrainConfig",),
+    ".training.loop": (
+        "NonFiniteLossError",
+        "TrainingInterrupted",
+        "TrainState",
+        "generate_and_print_sample",
+        "train_model",
+        "train_model_simple",
+    ),
+}
 
 __version__ = "0.1.0"
 
@@ -84,3 +112,19 @@ __all__ = [
     "train_model",
     "train_model_simple",
 ]
+
+
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # imported once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -19,23 +19,59 @@ with a ``.meta.json`` sidecar, atomically:
 - :mod:`.figures`: the figures of all of the above (saved with :func:`gptlab.io.save_figure`).
 """
 
-from .common import describe_models, load_model, load_models, top_k_label, top_k_order
-from .determinism import DeterminismGrid, determinism_audit, write_determinism
-from .metrics import METRIC_NAMES, METRICS, VerbatimIndex, distinct_n, repetition_rate, text_metrics
-from .pizza import (
-    BOOK_PIZZA_COUNTS,
-    book_reproduction,
-    clopper_pearson_interval,
-    next_token_probabilities,
-    temperature_sweep,
-    wilson_interval,
-    write_next_token_probabilities,
-    write_pizza_book,
-    write_pizza_sweep,
-)
-from .sampling import SamplingGrid, run_generations
-from .sizes import SizesGrid, check_book_reference, compare_sizes, write_sizes
-from .sweep import SweepGrid, aggregate_cells, recommend_settings, write_sweep
+import importlib
+
+# Each name is imported on first use, so that a job that uses one module (a figure, a report's
+# constants) does not import them all, torch included.
+_EXPORTS = {
+    ".common": (
+        "describe_models",
+        "load_model",
+        "load_models",
+        "top_k_label",
+        "top_k_order",
+    ),
+    ".determinism": (
+        "DeterminismGrid",
+        "determinism_audit",
+        "write_determinism",
+    ),
+    ".metrics": (
+        "METRIC_NAMES",
+        "METRICS",
+        "VerbatimIndex",
+        "distinct_n",
+        "repetition_rate",
+        "text_metrics",
+    ),
+    ".pizza": (
+        "BOOK_PIZZA_COUNTS",
+        "book_reproduction",
+        "clopper_pearson_interval",
+        "next_token_probabilities",
+        "temperature_sweep",
+        "wilson_interval",
+        "write_next_token_probabilities",
+        "write_pizza_book",
+        "write_pizza_sweep",
+    ),
+    ".sampling": (
+        "SamplingGrid",
+        "run_generations",
+    ),
+    ".sizes": (
+        "SizesGrid",
+        "check_book_reference",
+        "compare_sizes",
+        "write_sizes",
+    ),
+    ".sweep": (
+        "SweepGrid",
+        "aggregate_cells",
+        "recommend_settings",
+        "write_sweep",
+    ),
+}
 
 __all__ = [
     "BOOK_PIZZA_COUNTS",
@@ -72,3 +108,19 @@ __all__ = [
     "write_sizes",
     "write_sweep",
 ]
+
+
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # imported once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

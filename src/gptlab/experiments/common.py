@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..model import count_parameters
 from .metrics import METRICS
 
 
@@ -98,6 +97,8 @@ def load_models(paths: dict, device="cpu") -> dict:
 
 def describe_models(models: dict) -> dict:
     """Name → config, parameter count and origin (:func:`model_origin`), for metadata sidecars."""
+    from ..model import count_parameters  # torch: only where there are models
+
     return {
         name: {
             "config": dict(getattr(m, "cfg", {})),

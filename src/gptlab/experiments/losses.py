@@ -17,12 +17,12 @@ import os
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from ..data import create_book_loaders
 from ..io import atomic_open, write_table
-from ..losses import calc_loss_loader
 from .common import load_model
+
+# torch, the loaders and the loss are imported by the functions that evaluate: the constants and
+# tables below (read by figures and reports) need none of them.
 
 COLUMNS = ("model", "split", "loss", "perplexity", "n_batches", "n_tokens")
 # The book's solution: OpenAI's weights on The Verdict, evaluated as described above.
@@ -33,6 +33,8 @@ VERDICT_SPLITS = {"train": (9, 4608), "val": (1, 512)}
 
 def _materialize(name: str, model, device):
     """A model object from a model or from a path :func:`load_model` reads."""
+    import torch
+
     if isinstance(model, torch.nn.Module):
         return model
     if isinstance(model, (str, os.PathLike)):
@@ -51,6 +53,10 @@ def _n_tokens(loader) -> int:
 
 def _model_losses(name: str, model, loaders: dict, device, max_length: int, seed: int) -> list[dict]:
     """The rows of one model: loss and perplexity on each split, the book's way."""
+    import torch
+
+    from ..losses import calc_loss_loader
+
     context = model.pos_emb.num_embeddings
     if max_length > context:
         raise ValueError(
@@ -95,6 +101,10 @@ def evaluate_losses(
     loaded one at a time and released, so large models never coexist in memory.
     Returns a tidy frame: one row per model and split with :data:`COLUMNS`.
     """
+    import torch
+
+    from ..data import create_book_loaders
+
     if not models:
         raise ValueError("models is empty: give at least one name -> model (or path)")
     device = torch.device(device)

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from ..io import write_table
 from .common import describe_models, set_fields, summarise_metrics, top_k_label
 from .metrics import METRIC_NAMES, METRICS
-from .sampling import SamplingGrid, run_generations
+
+if TYPE_CHECKING:
+    from .sampling import SamplingGrid
 
 DEFAULT_TEMPERATURES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 DEFAULT_TOP_KS = (1, 5, 25, 50, 200, None)  # None: no top-k filtering ("all")
@@ -55,6 +58,8 @@ class SweepGrid:
 
     def sampling(self) -> SamplingGrid:
         """The same grid as prompts × (temperature, top-k) settings × seeds."""
+        from .sampling import SamplingGrid  # torch: only where the grid is sampled (not in reports)
+
         settings = [(t, k) for t in self.temperatures for k in self.top_ks]
         return SamplingGrid(self.prompts, settings, self.seeds, self.max_new_tokens, self.batch_size)
 
@@ -270,6 +275,8 @@ def write_sweep(
     ``train_text`` (optional) is what the longest copied span is searched in.
     Returns ``(generations, cells, recommended)`` DataFrames.
     """
+    from .sampling import run_generations
+
     gens = run_generations(models, tokenizer, grid.sampling(), train_text)
     cells = aggregate_cells(gens)
     rec = recommend_settings(cells)

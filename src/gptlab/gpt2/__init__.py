@@ -30,56 +30,62 @@ above it:
 ``gptlab.convert`` re-exports ``tf``'s public names.
 """
 
-from ..download import DownloadError
-from .fetch import (
-    BACKUP_BASE_URL,
-    BASE_URL,
-    CHECKS,
-    DOWNLOAD_ORDER,
-    KNOWN_SHA256,
-    MANIFEST_FORMAT,
-    TRUSTED,
-    download_gpt2,
-    gpt2_urls,
-    read_manifest,
-    unpin_damaged_file,
-    verify_release_file,
-    write_manifest,
-)
-from .layout import (
-    DATA,
-    DIGEST_KEY,
-    FILENAMES,
-    FORMAT,
-    FORMAT_VERSION,
-    GPT2_HPARAMS,
-    HPARAM_KEYS,
-    KNOWN_FILE_SIZES,
-    MANIFEST,
-    SAFETENSORS,
-    SIZES,
-    check_hparams,
-    check_tf_layout,
-    gpt2_model_config,
-    read_hparams,
-    tf_variable_shapes,
-)
-from .load import (
-    download_and_load_gpt2,
-    gpt2_file,
-    load_gpt2,
-    load_weights_into_gpt,
-    read_gpt2_hparams,
-    release_origin,
-    verify_gpt2_file,
-)
-from .tf import (
-    convert_tf_checkpoint,
-    find_tf_checkpoint,
-    import_tensorflow,
-    iter_tf_variables,
-    load_gpt2_params_from_tf_ckpt,
-)
+import importlib
+
+# Each name is imported on first use, so that ``gptlab.gpt2.fetch`` (downloading) and
+# ``gptlab.gpt2.tf`` (converting) start without torch, which only :mod:`.load` needs.
+_EXPORTS = {
+    "..download": ("DownloadError",),
+    ".fetch": (
+        "BACKUP_BASE_URL",
+        "BASE_URL",
+        "CHECKS",
+        "DOWNLOAD_ORDER",
+        "KNOWN_SHA256",
+        "MANIFEST_FORMAT",
+        "TRUSTED",
+        "download_gpt2",
+        "gpt2_urls",
+        "read_manifest",
+        "unpin_damaged_file",
+        "verify_release_file",
+        "write_manifest",
+    ),
+    ".layout": (
+        "DATA",
+        "DIGEST_KEY",
+        "FILENAMES",
+        "FORMAT",
+        "FORMAT_VERSION",
+        "GPT2_HPARAMS",
+        "HPARAM_KEYS",
+        "KNOWN_FILE_SIZES",
+        "MANIFEST",
+        "SAFETENSORS",
+        "SIZES",
+        "check_hparams",
+        "check_tf_layout",
+        "gpt2_model_config",
+        "read_hparams",
+        "tf_variable_shapes",
+    ),
+    ".load": (
+        "download_and_load_gpt2",
+        "gpt2_file",
+        "load_gpt2",
+        "load_weights_into_gpt",
+        "read_gpt2_hparams",
+        "release_origin",
+        "verify_gpt2_file",
+    ),
+    ".tf": (
+        "convert_tf_checkpoint",
+        "find_tf_checkpoint",
+        "import_tensorflow",
+        "iter_tf_variables",
+        "load_gpt2_params_from_tf_ckpt",
+    ),
+}
 
 __all__ = [
     "BACKUP_BASE_URL",
@@ -125,3 +131,19 @@ __all__ = [
     "verify_release_file",
     "write_manifest",
 ]
+
+
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # imported once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

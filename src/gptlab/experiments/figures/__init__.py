@@ -15,23 +15,40 @@ points, so that text reads at that size as it would in print; every figure is
 laid out by matplotlib's constrained layout, which keeps labels inside it.
 """
 
+import importlib
+
 import matplotlib
 
-matplotlib.use("Agg")  # files only, no display: set before any pyplot import below
+matplotlib.use("Agg")  # files only, no display: set before any figure module imports pyplot
 
-from .determinism import plot_determinism  # noqa: E402
-from .heatmaps import (  # noqa: E402
-    HEATMAP_SCALES,
-    METRIC_LABELS,
-    heatmap_grids,
-    heatmap_limits,
-    plot_sweep_heatmap,
-    write_all_heatmaps,
-)
-from .losses import book_size, plot_losses, plot_model_losses  # noqa: E402
-from .pizza import plot_next_token_probability, plot_pizza_sweep, plot_toy_distributions  # noqa: E402
-from .sizes import plot_size_comparison  # noqa: E402
-from .style import MAX_WIDTH, MIN_FONT_SIZE  # noqa: E402
+# Each name is imported on first use: a job that draws one figure imports its module only
+# (only the 5.1 figures need torch).
+_EXPORTS = {
+    ".determinism": ("plot_determinism",),
+    ".heatmaps": (
+        "HEATMAP_SCALES",
+        "METRIC_LABELS",
+        "heatmap_grids",
+        "heatmap_limits",
+        "plot_sweep_heatmap",
+        "write_all_heatmaps",
+    ),
+    ".losses": (
+        "book_size",
+        "plot_losses",
+        "plot_model_losses",
+    ),
+    ".pizza": (
+        "plot_next_token_probability",
+        "plot_pizza_sweep",
+        "plot_toy_distributions",
+    ),
+    ".sizes": ("plot_size_comparison",),
+    ".style": (
+        "MAX_WIDTH",
+        "MIN_FONT_SIZE",
+    ),
+}
 
 __all__ = [
     "HEATMAP_SCALES",
@@ -51,3 +68,19 @@ __all__ = [
     "plot_toy_distributions",
     "write_all_heatmaps",
 ]
+
+
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # imported once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
