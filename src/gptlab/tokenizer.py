@@ -16,7 +16,6 @@ from importlib import resources
 from pathlib import Path
 
 import tiktoken
-import torch
 from tiktoken_ext.openai_public import r50k_pat_str
 
 VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
@@ -90,6 +89,8 @@ def get_tokenizer(data_dir: str | None = None) -> tiktoken.Encoding:
 
 
 def text_to_token_ids(text, tokenizer):
+    import torch  # here: the download jobs read this module's hashes without starting torch
+
     encoded = tokenizer.encode(text, allowed_special={ENDOFTEXT})
     return torch.tensor(encoded).unsqueeze(0)  # add batch dimension
 
