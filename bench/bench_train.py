@@ -27,6 +27,15 @@ the dtype the variant computes in. Model FLOPs per token follow the usual
 count (PaLM, appendix B): forward ``2*N + 4*L*T*d`` with ``N`` the
 non-embedding matmul parameters plus the output head, training 3x forward.
 
+Where the time goes: after its timed runs each worker profiles training
+steps and one evaluation with ``torch.profiler`` and files each operation's
+self time under a category (``CATEGORIES``: the linear layers' matmuls,
+attention, the output head, cross-entropy, LayerNorm/GELU, casts, the
+optimizer, data loading, ...). Forward operations are attributed by the
+module that runs them (forward hooks mark each module), backward operations
+by the forward operation that recorded them (the autograd sequence number).
+The shares go to ``<out>_breakdown.csv`` and are printed beside the ratios.
+
     python bench/bench_train.py              # the book's shape, 3 rounds (~10-15 min on 2 cores)
     python bench/bench_train.py --smoke      # a tiny model, seconds
     python bench/bench_train.py --book-run   # also: the book's 10-epoch run in fast mode (minutes)
@@ -48,7 +57,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 VERDICT = REPO.parent / "shared" / "data" / "the-verdict.txt"
-VARIANTS = ("book", "exact", "fast")
+VARIANTS = ("book", "exact", "fast", "fast_plain")
+# fast_plain, on request: fast mode with plain autocast and memory returned to the system (as before
+# BF16Kernels and keep_freed_memory), to measure what those bring; its evaluation is fast mode's.
+DEFAULT_VARIANTS = VARIANTS[:3]
 BOOK_FINAL = {"final_train_loss": 0.391, "final_val_loss": 6.452}  # the book's (and exact mode's) last line
 BOOK_CONFIG = {
     "vocab_size": 50257,
@@ -86,6 +98,150 @@ def forward_flops_per_token(cfg: dict, seq_len: int) -> float:
     return n_layers * per_layer + 2 * d * cfg["vocab_size"]  # + output head
 
 
+# --------------------------------------------------------------------------- where the time goes
+
+# Categories of the operator-level breakdown, in the order they are reported.
+CATEGORIES = {
+    "matmul": "matmuls of the linear layers (q, k, v, out_proj, feed-forward)",
+    "attention": "attention proper: scores, mask, softmax, dropout, weights x values",
+    "out_head": "the 50,257-wide output head",
+    "cross_entropy": "cross-entropy (log-softmax, NLL)",
+    "norm_gelu": "LayerNorm and GELU",
+    "elementwise": "embeddings, dropout, residual additions",
+    "casts": "dtype casts (autocast)",
+    "optimizer": "optimizer: zero_grad, AdamW step, gradient accumulation",
+    "data": "batch loading",
+    "other": "the rest: Python, autograd engine and profiler overhead",
+}
+LOSS_OPS = ("crossentropy", "logsoftmax", "nllloss")  # in op names, lower case without underscores
+MODULE_MARK = "module:"
+BACKWARD_MARK = "autograd::engine::evaluate_function: "
+
+
+def module_category(name: str, module) -> str:
+    """The breakdown category of the operations a module runs itself (not in its children)."""
+    kind = type(module).__name__
+    if name.endswith("out_head"):
+        return "out_head"
+    if kind in ("LayerNorm", "GELU"):
+        return "norm_gelu"
+    if kind == "Linear":
+        return "matmul"
+    if ".att" in f".{name}":  # the attention module itself and its dropout
+        return "attention"
+    return "elementwise"
+
+
+def annotate_modules(model) -> list:
+    """Forward hooks that mark each module's operations for the profiler; returns their handles."""
+    from torch.autograd.profiler import record_function
+
+    handles, open_marks = [], []
+
+    def enter(label):
+        def hook(_module, _args):
+            mark = record_function(label)
+            mark.__enter__()
+            open_marks.append(mark)
+
+        return hook
+
+    def leave(_module, _args, _output):
+        open_marks.pop().__exit__(None, None, None)
+
+    for name, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(enter(MODULE_MARK + module_category(name, module))))
+        handles.append(module.register_forward_hook(leave))
+    return handles
+
+
+def _own_category(event) -> str | None:
+    """The category an event sets for itself and everything below it, if any."""
+    name = event.name
+    if name.startswith(MODULE_MARK):
+        return name[len(MODULE_MARK) :]
+    if name in ("aten::_to_copy", "aten::to") or name.startswith(BACKWARD_MARK + "ToCopyBackward"):
+        return "casts"
+    if name.startswith(("Optimizer.", BACKWARD_MARK + "AccumulateGrad")):
+        return "optimizer"
+    if name == "data":
+        return "data"
+    if name.startswith(BACKWARD_MARK):
+        return "backward"  # resolved through the forward operation with the same sequence number
+    if any(op in name.lower().replace("_", "") for op in LOSS_OPS):
+        return "cross_entropy"
+    return None
+
+
+def _category(event, forward_of: dict | None) -> str:
+    """The innermost category on the way from ``event`` up to the root.
+
+    Backward operations take the category of the forward operation that
+    recorded the same sequence number (``forward_of``; ``None`` while that map
+    is being built, when they are marked ``"backward"``).
+    """
+    while event is not None:
+        found = _own_category(event)
+        if found == "backward":
+            return "backward" if forward_of is None else forward_of.get(event.sequence_nr, "other")
+        if found is not None:
+            return found
+        event = event.cpu_parent
+    return "other"
+
+
+def breakdown(events, wall_us: float) -> dict:
+    """Shares of ``wall_us`` per category, from the profiler's events (self time of each operation)."""
+    forward_of = {}
+    for event in events:
+        if event.sequence_nr >= 0:
+            found = _category(event, None)
+            if found != "backward":
+                forward_of.setdefault(event.sequence_nr, found)
+    shares = dict.fromkeys(CATEGORIES, 0.0)
+    for event in events:
+        shares[_category(event, forward_of)] += event.self_cpu_time_total
+    shares["other"] += max(wall_us - sum(shares.values()), 0.0)
+    total = sum(shares.values())
+    return {k: v / total for k, v in shares.items()}
+
+
+def profile_call(model, run) -> dict:
+    """Operator-level breakdown of ``run()`` (any mix of forward, backward and optimizer steps)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    handles = annotate_modules(model)
+    try:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            t0 = time.perf_counter()
+            run()
+            wall_us = (time.perf_counter() - t0) * 1e6
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {"shares": breakdown(prof.events(), wall_us), "seconds": wall_us / 1e6}
+
+
+def profile_training(model, step, batches) -> dict:
+    """Breakdown of training steps on ``batches``, fed through a DataLoader as the book's loop is."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    inputs, targets = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+    loader = DataLoader(TensorDataset(inputs, targets), batch_size=len(batches[0][0]))
+
+    def run():
+        batch_iter = iter(loader)
+        for _ in batches:
+            with torch.autograd.profiler.record_function("data"):
+                x, y = next(batch_iter)
+            step(x, y)
+
+    out = profile_call(model, run)
+    out["seconds"] /= len(batches)  # per step
+    return out
+
+
 # --------------------------------------------------------------------------- workers (subprocesses)
 
 
@@ -103,45 +259,58 @@ def _batches(cfg, n, batch_size, seed=0):
     ]
 
 
-def worker_train(variant: str, opts: dict) -> dict:
-    """One variant: timed training steps, then timed evaluation, then peak RSS."""
+def _variant(variant: str, cfg: dict, opts: dict):
+    """``(model, optimizer, autocast, calc_loss_batch, evaluate)`` of one variant, seeded alike."""
     import torch
 
     from gptlab import fast, losses
     from gptlab.model import GPTModel
 
-    cfg, device = opts["config"], "cpu"
-    torch.set_num_threads(opts["threads"])
-    train_data = _batches(cfg, opts["warmup"] + opts["steps"], opts["batch_size"], seed=1)
-    eval_data = _batches(cfg, opts["eval_iter"] + opts["val_batches"], opts["batch_size"], seed=2)
     torch.manual_seed(123)
-    autocast = contextlib.nullcontext
-    calc_loss_batch = losses.calc_loss_batch
     if variant == "book":
         from llms_from_scratch import ch04, ch05  # only here: the import costs a second
 
         model = ch04.GPTModel(cfg)
         optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
-        calc_loss_batch = ch05.calc_loss_batch
-    else:
-        model = GPTModel(cfg)
-        if variant == "fast":
-            model, optimizer, autocast = fast.fast_training(
-                model, dict(lr=4e-4, weight_decay=0.1), compile=opts["compile"]
-            )
-        else:
-            optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
+        return model, optimizer, contextlib.nullcontext, ch05.calc_loss_batch, ch05.evaluate_model
+    model = GPTModel(cfg)
+    if variant == "exact":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
+        return model, optimizer, contextlib.nullcontext, losses.calc_loss_batch, losses.evaluate_model
+    plain = variant == "fast_plain"
+    bf16 = False if opts.get("fp32") else None
+    model, optimizer, autocast = fast.fast_training(
+        model, dict(lr=4e-4, weight_decay=0.1), bf16=bf16, compile=opts["compile"], keep_memory=not plain
+    )
+    if plain and autocast is not contextlib.nullcontext:
+        autocast = fast.autocast_context("cpu", kernels=False)
+    return model, optimizer, autocast, losses.calc_loss_batch, fast.make_evaluator(autocast)
+
+
+def worker_train(variant: str, opts: dict) -> dict:
+    """One variant: timed training steps, timed evaluation, their breakdowns, then peak RSS."""
+    import torch
+
+    cfg, device = opts["config"], "cpu"
+    torch.set_num_threads(opts["threads"])
+    train_data = _batches(cfg, opts["warmup"] + opts["steps"], opts["batch_size"], seed=1)
+    eval_data = _batches(cfg, opts["eval_iter"] + opts["val_batches"], opts["batch_size"], seed=2)
+    model, optimizer, autocast, calc_loss_batch, evaluate = _variant(variant, cfg, opts)
     dtype = "bf16" if autocast is not contextlib.nullcontext else "fp32"
 
-    model.train()
-    step_times, step_cpu, first_loss = [], [], None
-    for i, (x, y) in enumerate(train_data):  # the book's train_model_simple step
-        t0, c0 = time.perf_counter(), time.process_time()
+    def step(x, y):  # the book's train_model_simple step
         optimizer.zero_grad()
         with autocast():
             loss = calc_loss_batch(x, y, model, device)
         loss.backward()
         optimizer.step()
+        return loss
+
+    model.train()
+    step_times, step_cpu, first_loss = [], [], None
+    for i, (x, y) in enumerate(train_data):
+        t0, c0 = time.perf_counter(), time.process_time()
+        loss = step(x, y)
         if first_loss is None:
             first_loss = loss.item()
         if i >= opts["warmup"]:
@@ -149,20 +318,24 @@ def worker_train(variant: str, opts: dict) -> dict:
             step_cpu.append(time.process_time() - c0)
 
     # One evaluation as train_model_simple does it: eval_iter training batches, then the validation batches.
-    if variant == "book":
-        evaluate = ch05.evaluate_model
-    elif variant == "fast":
-        evaluate = fast.make_evaluator(autocast)
-    else:
-        evaluate = losses.evaluate_model
     train_part, val_part = eval_data[: opts["eval_iter"]], eval_data[opts["eval_iter"] :]
-    evaluate(model, train_part, val_part, device, opts["eval_iter"])  # warm-up (and compilation)
+
+    def evaluation():
+        return evaluate(model, train_part, val_part, device, opts["eval_iter"])
+
+    evaluation()  # warm-up (and compilation)
     eval_times = []
     for _ in range(opts["eval_repeats"]):
         t0 = time.perf_counter()
-        eval_loss = evaluate(model, train_part, val_part, device, opts["eval_iter"])
+        eval_loss = evaluation()
         eval_times.append(time.perf_counter() - t0)
     model.train()
+    breakdowns = {}
+    if opts["profile_steps"]:  # after the timed runs, so the profiler does not slow those down
+        profiled = train_data[-min(opts["profile_steps"], len(train_data)) :]
+        breakdowns["train"] = profile_training(model, step, profiled)
+        breakdowns["eval"] = profile_call(model, evaluation)
+        model.train()
 
     tokens_per_step = opts["batch_size"] * cfg["context_length"]
     return {
@@ -174,6 +347,7 @@ def worker_train(variant: str, opts: dict) -> dict:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "first_loss": first_loss,
         "eval_loss": list(eval_loss),
+        "breakdown": breakdowns,
     }
 
 
@@ -298,6 +472,48 @@ def summarise(rounds: list[dict], peaks: list[dict], cfg: dict) -> list[dict]:
     return rows
 
 
+def summarise_breakdown(rounds: list[dict]) -> list[dict]:
+    """Per phase, variant and category: the median share of the time (and its seconds) over rounds."""
+    rows = []
+    for variant in VARIANTS:
+        runs = [r[variant]["breakdown"] for r in rounds if r.get(variant, {}).get("breakdown")]
+        for phase in ("train", "eval") if runs else ():
+            seconds = statistics.median(run[phase]["seconds"] for run in runs)
+            for category in CATEGORIES:
+                shares = [run[phase]["shares"][category] for run in runs]
+                rows.append(
+                    {
+                        "phase": phase,
+                        "variant": variant,
+                        "category": category,
+                        "share": statistics.median(shares),
+                        "share_min": min(shares),
+                        "share_max": max(shares),
+                        "seconds": statistics.median(shares) * seconds,
+                        "phase_seconds": seconds,
+                        "dtype": rounds[0][variant]["dtype"],
+                    }
+                )
+    return rows
+
+
+def print_breakdown(rows: list[dict]) -> None:
+    """Where the time goes: % of a training step (or one evaluation) per category, variants side by side."""
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    for phase, what in (("train", "one training step"), ("eval", "one evaluation")):
+        cell = {(r["variant"], r["category"]): r for r in rows if r["phase"] == phase}
+        if not cell:
+            continue
+        print(f"\nwhere the time goes: {what}, % of its wall time (torch.profiler, self time per operation)")
+        width = {v: max(9, len(v) + 2) for v in variants}
+        print(f"{'category':<15}" + "".join(f"{v:>{width[v]}}" for v in variants) + "  what")
+        for category, what_it_is in CATEGORIES.items():
+            shares = "".join(f"{100 * cell[v, category]['share']:{width[v] - 1}.1f}%" for v in variants)
+            print(f"{category:<15}{shares}  {what_it_is}")
+        seconds = "".join(f"{cell[v, 'other']['phase_seconds']:{width[v] - 1}.3f}s" for v in variants)
+        print(f"{'(wall time)':<15}{seconds}  profiled, so a little slower than unprofiled")
+
+
 def print_table(rows: list[dict]) -> None:
     def fmt(x):
         if isinstance(x, float) and not math.isfinite(x):
@@ -313,6 +529,11 @@ def print_table(rows: list[dict]) -> None:
             ratio += f" ({fmt(r['ratio_min'])}-{fmt(r['ratio_max'])})"
         name = f"{r['benchmark']:<12} {r['variant']:<8} {r['metric']:<24}"
         print(f"{name} {fmt(r['median']):>11} {spread:>23} {ratio:>24}")
+
+
+def breakdown_path(out: Path) -> Path:
+    """Where the breakdown CSV goes, beside the main one: ``train.csv`` -> ``train_breakdown.csv``."""
+    return out.with_name(f"{out.stem}_breakdown{out.suffix}")
 
 
 def main(argv=None) -> int:
@@ -331,9 +552,19 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=2, help="the book's 2")
     parser.add_argument("--threads", type=int, help="torch threads (default 2; smoke 1)")
     parser.add_argument(
-        "--variants", default=",".join(VARIANTS), help="comma-separated subset of book,exact,fast"
+        "--variants",
+        default=",".join(DEFAULT_VARIANTS),
+        help="comma-separated subset of book,exact,fast,fast_plain (default book,exact,fast)",
     )
     parser.add_argument("--compile", action="store_true", help="fast mode with torch.compile")
+    parser.add_argument(
+        "--fp32", action="store_true", help="fast mode in float32, as on a CPU without native bf16"
+    )
+    parser.add_argument(
+        "--profile-steps",
+        type=int,
+        help="profiled training steps per run for the breakdown (default 2; smoke 1; --compile 0; 0: none)",
+    )
     parser.add_argument("--book-run", action="store_true", help="also run the book's 10 epochs in fast mode")
     parser.add_argument(
         "--out", type=Path, help="CSV (default results/bench/train.csv; smoke: train_smoke.csv)"
@@ -364,14 +595,19 @@ def main(argv=None) -> int:
         "batch_size": args.batch_size,
         "threads": args.threads or (1 if args.smoke else 2),
         "compile": args.compile,
+        "fp32": args.fp32,
+        # Forward hooks would make a compiled model recompile: no breakdown by default with --compile.
+        "profile_steps": args.profile_steps
+        if args.profile_steps is not None
+        else (0 if args.compile else 1 if args.smoke else 2),
         "peak_seconds": 0.02 if args.smoke else 0.3,
         "peak_max_n": 256 if args.smoke else 4096,
     }
     for key in ("steps", "eval_iter", "val_batches", "eval_repeats", "batch_size", "threads"):
         if opts[key] < 1:
             parser.error(f"--{key.replace('_', '-')}={opts[key]} must be >= 1")
-    if rounds_n < 1 or opts["warmup"] < 0:
-        parser.error("--rounds must be >= 1 and --warmup >= 0")
+    if rounds_n < 1 or opts["warmup"] < 0 or opts["profile_steps"] < 0:
+        parser.error("--rounds must be >= 1, --warmup and --profile-steps >= 0")
 
     import pandas as pd
 
@@ -434,6 +670,12 @@ def main(argv=None) -> int:
     print_table(rows)
     write_table(pd.DataFrame(rows), args.out, meta)
     print(f"\nwrote {args.out}")
+    shares = summarise_breakdown(rounds)
+    if shares:
+        print_breakdown(shares)
+        out = breakdown_path(args.out)
+        write_table(pd.DataFrame(shares), out, {**meta, "categories": CATEGORIES})
+        print(f"wrote {out}")
     return 0
 
 

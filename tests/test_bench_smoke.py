@@ -7,7 +7,9 @@ and checks what comes out.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import subprocess
 import sys
 
@@ -71,6 +73,23 @@ def test_smoke_run_writes_a_sensible_csv(name, tmp_path):
         fraction = df[df["metric"] == "train_fraction_of_peak"]["median"]
         assert ((fraction > 0) & (fraction < 1.5)).all()  # achieved FLOP/s measured against a real peak
         assert "train: fast train_tokens_per_s" in result.stdout  # the summary lists the ratio
+        check_breakdown(pd.read_csv(tmp_path / "train_smoke_breakdown.csv"))
+
+
+def check_breakdown(df: pd.DataFrame) -> None:
+    """Where the time goes: every category per phase and variant, shares adding up to the whole."""
+    assert {"book", "exact", "fast"} <= set(df["variant"]) and set(df["phase"]) == {"train", "eval"}
+    assert {"matmul", "attention", "out_head", "cross_entropy", "norm_gelu", "optimizer", "data"} <= set(
+        df["category"]
+    )
+    assert ((df["share"] >= 0) & (df["share"] <= 1)).all()
+    totals = df.groupby(["phase", "variant"])["share"].sum()
+    assert ((totals - 1).abs() < 1e-9).all(), totals
+    train = df[df["phase"] == "train"].set_index(["variant", "category"])["share"]
+    # Training steps run matmuls and an optimizer step; evaluation runs no optimizer.
+    assert (train.xs("matmul", level="category") > 0).all()
+    assert (train.xs("optimizer", level="category") > 0).all()
+    assert (df[(df["phase"] == "eval") & (df["category"] == "optimizer")]["share"] == 0).all()
 
 
 def test_summary_figure_from_existing_csvs(tmp_path):
@@ -111,3 +130,135 @@ def test_thread_determinism_smoke_finds_repeats_identical(tmp_path):
     assert set(table["computation"]) == {"initial_losses", "train_steps", "greedy", "sampled"}
     assert table["repeat_identical"].all() and 1 in set(table["threads"])
     assert "machine:" in done.stdout and out.with_suffix(".machine.json").is_file()
+
+
+def _bench_dag():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_dag", BENCH / "bench_dag.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+FAKE_JOB = """\
+import json, sys, time
+class Job:
+    rule = "fake_rule"
+    log = [sys.argv[1]]
+snakemake = Job()
+time.sleep(0.2)  # stands for the imports
+sys.stdout = open(snakemake.log[0], "w")
+time.sleep(0.3)  # stands for the work
+"""
+
+
+def test_startup_probe_times_a_job_up_to_its_log(tmp_path):
+    """bench_dag's probe records, for a Snakemake script job, its start, when it opens its log, its end."""
+    scripts = tmp_path / "wf" / ".snakemake" / "scripts"
+    scripts.mkdir(parents=True)
+    (scripts / "tmpab12cd.fake.py").write_text(FAKE_JOB)
+    (tmp_path / "other.py").write_text(FAKE_JOB)  # not a job: not recorded
+    records = tmp_path / "records"
+    records.mkdir()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(BENCH / "startup_probe"), os.environ.get("PYTHONPATH", "")]),
+        "GPTLAB_BENCH_STARTUP": str(records),
+    }
+    for script in (scripts / "tmpab12cd.fake.py", tmp_path / "other.py"):
+        done = subprocess.run(
+            [sys.executable, str(script), str(tmp_path / "job.log")], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+    (record,) = [json.loads(p.read_text()) for p in records.glob("*.json")]
+    assert record["kind"] == "script" and record["script"] == "fake" and record["rule"] == "fake_rule"
+    assert record["start"] < record["ready"] < record["end"]
+    jobs = _bench_dag().job_times(records)
+    assert [j["rule"] for j in jobs] == ["fake_rule"]
+    assert 0.2 <= jobs[0]["startup_s"] < jobs[0]["job_s"]  # the sleep before the log counts as start-up
+    assert jobs[0]["job_s"] - jobs[0]["startup_s"] >= 0.3  # the sleep after it does not
+
+
+def test_startup_shares_per_rule_add_kernels_to_their_reports(tmp_path):
+    records = [
+        dict(kind="script", script="a", rule="plot", pid=1, ppid=0, start=0.0, ready=1.0, end=4.0),
+        dict(kind="script", script="a", rule="plot", pid=2, ppid=0, start=0.0, ready=1.0, end=4.0),
+        dict(kind="script", script="r", rule="render_report", pid=3, ppid=0, start=0.0, ready=1.0, end=10.0),
+        dict(kind="kernel", script="", rule=None, pid=4, ppid=3, start=2.0, ready=4.0, end=None),
+    ]
+    for rec in records:
+        (tmp_path / f"{rec['pid']}.json").write_text(json.dumps(rec))
+    bench_dag = _bench_dag()
+    rules = bench_dag.by_rule(bench_dag.job_times(tmp_path))
+    assert rules["plot"] == pytest.approx(
+        dict(jobs=2, job_s=8.0, startup_s=2.0, share_of_jobs=8 / 18, startup_share=0.25)
+    )
+    assert rules["render_report"]["startup_s"] == pytest.approx(3.0)  # its own 1 s and its kernel's 2 s
+    rows = bench_dag.rows_of(
+        [{"wall_s": 12.0, "count": 3, "first_job_s": 0.5, "jobs": bench_dag.job_times(tmp_path)}], "all"
+    )
+    share = [r for r in rows if r["variant"] == "workflow" and r["metric"] == "startup_share"]
+    assert share[0]["median"] == pytest.approx(5 / 18)
+
+
+# Job start-up: jobs that need no torch do not import it (torch's import is most of a job's start-up).
+TORCH_FREE_SCRIPTS = [
+    "download_corpus",
+    "download_gpt2",
+    "combine_tables",
+    "plot_losses",
+    "plot_model_losses",
+    "plot_sizes",
+    "plot_sweep",
+    "plot_determinism",
+    "render_report",
+]
+TORCH_FREE_NOTEBOOKS = ["ex5_2_sweep", "ex5_3_determinism", "ex5_4_resume"]
+
+
+def _import_lines(source: str) -> str:
+    import ast
+
+    return "\n".join(
+        ast.get_source_segment(source, node)
+        for node in ast.parse(source).body
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+    )
+
+
+def _imports_torch(code: str) -> bool:
+    probe = code + "\nimport sys\nprint('torch' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()[-1] == "True"
+
+
+@pytest.mark.parametrize("script", TORCH_FREE_SCRIPTS)
+def test_jobs_that_need_no_torch_start_without_it(script):
+    source = (REPO / "workflow" / "scripts" / f"{script}.py").read_text()
+    assert not _imports_torch(_import_lines(source))
+
+
+@pytest.mark.parametrize("notebook", TORCH_FREE_NOTEBOOKS)
+def test_reports_that_need_no_torch_import_without_it(notebook):
+    cells = json.loads((REPO / "workflow" / "notebooks" / f"{notebook}.ipynb").read_text())["cells"]
+    code = "\n".join(_import_lines("".join(c["source"])) for c in cells if c["cell_type"] == "code")
+    assert "gptlab" in code and not _imports_torch(code)
+
+
+def test_the_packages_export_their_names_when_used():
+    code = """
+import gptlab, gptlab.gpt2, gptlab.experiments, gptlab.experiments.figures
+import sys
+assert "torch" not in sys.modules
+for package in (gptlab, gptlab.gpt2, gptlab.experiments, gptlab.experiments.figures):
+    for name in package.__all__:
+        assert getattr(package, name) is not None, name
+    assert set(package.__all__) <= set(dir(package))
+from gptlab import GPTModel
+from gptlab.model import GPTModel as same
+assert GPTModel is same
+"""
+    assert _imports_torch(code)  # using the names imports what they need

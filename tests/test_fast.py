@@ -225,3 +225,89 @@ def test_study_passes_the_fast_switch_to_training(tmp_path, tiny_config, small_t
         saved = load_checkpoint(ckpt)
         assert saved["train_config"]["fast"] is mode
         assert bool(saved["optimizer_state_dict"]["param_groups"][0]["fused"]) is mode
+
+
+def bf16_kernels():
+    """Fast mode's bf16 context on any CPU (bf16 is emulated where not native: slow, still correct)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
+    stack.enter_context(fast.BF16Kernels())
+    return stack
+
+
+def test_chunked_cross_entropy_matches_the_float32_loss_and_gradient():
+    torch.manual_seed(0)
+    rows = 2 * fast.LOSS_CHUNK_ROWS + 5  # a short last chunk
+    logits = (3 * torch.randn(rows, 300)).bfloat16().requires_grad_()
+    targets = torch.randint(0, 300, (rows,))
+    want = torch.nn.functional.cross_entropy(logits.float(), targets)
+    (want_grad,) = torch.autograd.grad(want, logits)
+    with bf16_kernels():
+        got = torch.nn.functional.cross_entropy(logits, targets)
+    assert type(got.grad_fn).__name__ == "_ChunkedCrossEntropyBackward"  # really rerouted
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    (3 * got).backward()  # an upstream gradient other than 1 scales it
+    assert logits.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(logits.grad.float(), 3 * want_grad.float(), rtol=0.01, atol=1e-6)
+
+
+def test_other_cross_entropy_calls_are_left_alone():
+    logits = torch.randn(6, 10).bfloat16().requires_grad_()
+    targets = torch.tensor([1, 2, -100, 3, 4, 5])  # an ignored target
+    with bf16_kernels():
+        ignored = torch.nn.functional.cross_entropy(logits, targets)
+        summed = torch.nn.functional.cross_entropy(logits, targets.clamp(min=0), reduction="sum")
+    assert type(ignored.grad_fn).__name__ != "_ChunkedCrossEntropyBackward"
+    assert type(summed.grad_fn).__name__ != "_ChunkedCrossEntropyBackward"
+    torch.testing.assert_close(ignored, torch.nn.functional.cross_entropy(logits.float(), targets))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_token_losses_match_cross_entropy(dtype):
+    logits = torch.randn(fast.LOSS_CHUNK_ROWS + 3, 50).to(dtype)
+    targets = torch.randint(0, 50, (len(logits),))
+    want = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+    torch.testing.assert_close(fast.token_losses(logits, targets), want, rtol=0, atol=1e-5)
+
+
+def test_dropout_attention_is_the_books_and_draws_as_the_book_does():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 16, 8) for _ in range(3))
+    no_dropout = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(fast._causal_attention(q, k, v, 0.0), no_dropout, rtol=0, atol=1e-6)
+    # The same RNG draws as the book's nn.Dropout on the (b, h, n, n) attention weights: the data
+    # order, drawn from the same generator later, stays the book's.
+    torch.manual_seed(1)
+    torch.nn.Dropout(0.1)(torch.ones(2, 3, 16, 16))
+    book_state = torch.get_rng_state()
+    torch.manual_seed(1)
+    with bf16_kernels():
+        got = torch.nn.functional.scaled_dot_product_attention(
+            q.bfloat16(), k.bfloat16(), v.bfloat16(), dropout_p=0.1, is_causal=True
+        )
+    assert torch.equal(torch.get_rng_state(), book_state)
+    assert got.dtype == torch.bfloat16
+    # Dropout on the weights, inverted scaling: the mean over many draws is the output without it.
+    many = fast._causal_attention(q[:1, :1].expand(4000, -1, -1, -1), k[:1, :1], v[:1, :1], 0.5)
+    assert not torch.allclose(many[0], no_dropout[0, 0], atol=1e-3)
+    torch.testing.assert_close(many.mean(0)[0], no_dropout[0, 0], rtol=0, atol=0.05)
+
+
+def test_kept_memory_is_reused_without_page_faults(monkeypatch, tiny_config):
+    resource = pytest.importorskip("resource")
+    if not fast.keep_freed_memory():
+        pytest.skip("no glibc malloc here")
+
+    def faults_of(n_floats):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.ones(n_floats).sum()  # written, then freed
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    faults_of(18 * 2**20)  # 72 MB: the heap grows, and keeps the space when it is freed
+    assert faults_of(16 * 2**20) < 1000  # 64 MB in it: 16,384 fresh pages if mapped afresh
+    calls = []
+    monkeypatch.setattr(fast, "keep_freed_memory", lambda: calls.append(1))
+    fast.fast_training(GPTModel(tiny_config), dict(lr=1e-3, weight_decay=0.0))
+    fast.fast_training(GPTModel(tiny_config), dict(lr=1e-3, weight_decay=0.0), keep_memory=False)
+    assert calls == [1]

@@ -9,7 +9,13 @@ dropout semantics or the initialisation:
   162 parameter tensors;
 - forward passes run under bf16 autocast where the hardware computes bf16
   natively (CUDA with bf16 support; CPUs with AVX512-BF16 or AMX), float32
-  elsewhere;
+  elsewhere; under it, the cross-entropy reads the bf16 logits in chunks
+  (float32 within each chunk, no float32 copy of the 50,257-wide logits) and
+  attention with dropout runs in bf16 without the generic fallback kernel
+  (:class:`BF16Kernels`);
+- on the CPU, freed memory is kept for reuse (:func:`keep_freed_memory`): each
+  step allocates and frees the same gigabyte of gradients, casts and logits,
+  which otherwise the system maps, zeroes and faults in anew every step;
 - evaluation runs under ``torch.inference_mode`` (no autograd bookkeeping),
   each evaluation's batches joined into one forward pass;
 - ``torch.compile`` is optional (it pays off only for long runs: compiling
@@ -24,12 +30,19 @@ dropout semantics or the initialisation:
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import functools
+import math
 from typing import NamedTuple
 
 import torch
+from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
 
 from .losses import calc_loss_batch
+
+LOSS_CHUNK_ROWS = 32  # rows of logits per float32 chunk: 32 x 50,257 floats = 6.4 MB
 
 
 def _device_type(device) -> str:
@@ -58,12 +71,13 @@ def bf16_supported(device) -> bool:
     return False
 
 
-def autocast_context(device, bf16: bool | None = None):
+def autocast_context(device, bf16: bool | None = None, kernels: bool = True):
     """A zero-argument factory of the autocast context for forward passes on ``device``.
 
     ``bf16=None`` picks bf16 when :func:`bf16_supported`; ``False`` gives a
     no-op context (float32 throughout); ``True`` insists, and raises on
-    hardware that would only emulate it.
+    hardware that would only emulate it. With bf16, ``kernels`` also routes
+    the loss and dropout attention to :class:`BF16Kernels`.
     """
     kind = _device_type(device)
     if bf16 is None:
@@ -74,7 +88,152 @@ def autocast_context(device, bf16: bool | None = None):
         )
     if not bf16:
         return contextlib.nullcontext
-    return functools.partial(torch.autocast, device_type=kind, dtype=torch.bfloat16)
+    if not kernels:
+        return functools.partial(torch.autocast, device_type=kind, dtype=torch.bfloat16)
+    return functools.partial(_bf16_autocast, kind)
+
+
+@contextlib.contextmanager
+def _bf16_autocast(device_type: str):
+    with torch.autocast(device_type=device_type, dtype=torch.bfloat16), BF16Kernels():
+        yield
+
+
+def _row_chunks(n: int, rows: int = LOSS_CHUNK_ROWS):
+    return (slice(start, start + rows) for start in range(0, n, rows))
+
+
+def token_losses(logits, targets):
+    """Per-token cross-entropy of 2-D ``logits`` (any float dtype), in float32, one chunk of rows at a time.
+
+    The same as ``F.cross_entropy(logits.float(), targets, reduction="none")``
+    up to rounding, without a float32 copy of all the logits.
+    """
+    losses = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
+    with torch.autograd.profiler.record_function("gptlab.fast.token_losses (cross_entropy)"):
+        for rows in _row_chunks(logits.shape[0]):
+            chunk = logits[rows].float()
+            picked = chunk.gather(1, targets[rows, None]).squeeze(1)
+            losses[rows] = torch.logsumexp(chunk, dim=1) - picked
+    return losses
+
+
+class _ChunkedCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of bf16 logits; the gradient is computed with the loss, chunk by chunk.
+
+    ``F.cross_entropy`` under autocast casts all logits to float32, keeps
+    their log-softmax and, in the backward pass, writes three more tensors of
+    the logits' size (NLL's gradient, log-softmax's, the cast back to bf16).
+    Here each chunk of rows is read once in float32, and the gradient
+    ``(softmax - onehot) / n`` is written once, in the logits' dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, targets):
+        n = logits.shape[0]
+        losses = torch.empty(n, dtype=torch.float32, device=logits.device)
+        grad = torch.empty_like(logits) if ctx.needs_input_grad[0] else None
+        for rows in _row_chunks(n):
+            chunk = logits[rows].float()
+            target = targets[rows, None]
+            lse = torch.logsumexp(chunk, dim=1, keepdim=True)
+            losses[rows] = (lse - chunk.gather(1, target)).squeeze(1)
+            if grad is not None:
+                probs = chunk.sub_(lse).exp_()
+                probs.scatter_add_(1, target, torch.full_like(lse, -1.0))
+                grad[rows] = probs.div_(n)
+        ctx.save_for_backward(grad)
+        return losses.mean()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        if torch.equal(grad_output, torch.ones_like(grad_output)):  # loss.backward(): no extra pass
+            return grad, None
+        return grad * grad_output, None
+
+
+def _causal_attention(q, k, v, dropout_p: float):
+    """The book's attention (causal mask, softmax of scores / sqrt(d), dropout on the weights) in q's dtype.
+
+    With dropout the fused CPU kernel does not apply and PyTorch falls back
+    to a generic implementation that builds the mask, checks for fully
+    masked rows and casts; this is the book's sequence of operations, in bf16.
+    """
+    n = q.shape[-2]  # as many keys as queries (checked by the caller)
+    causal = torch.ones(n, n, dtype=torch.bool, device=q.device).triu_(1)
+    with torch.autocast(q.device.type, enabled=False):
+        scores = torch.matmul(q, k.transpose(-2, -1))
+        scores.masked_fill_(causal, -torch.inf)
+        weights = torch.softmax(scores.div_(math.sqrt(k.shape[-1])), dim=-1)
+        weights = F.dropout(weights, dropout_p, training=True)
+        return torch.matmul(weights, v)
+
+
+class BF16Kernels(TorchFunctionMode):
+    """Inside bf16 autocast on the CPU: the book's loss and dropout attention with fewer passes over memory.
+
+    Redirects ``F.cross_entropy`` on bf16 logits (the book's call: two
+    arguments, mean over all tokens, no ignored targets) to
+    :class:`_ChunkedCrossEntropy`, and causal
+    ``F.scaled_dot_product_attention`` with dropout on bf16 inputs to
+    :func:`_causal_attention`. Everything else passes through unchanged.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.cross_entropy and _books_loss_call(args, kwargs):
+            return _ChunkedCrossEntropy.apply(*args)
+        if func is F.scaled_dot_product_attention and _dropout_attention_call(args, kwargs):
+            return _causal_attention(*args, kwargs["dropout_p"])
+        return func(*args, **kwargs)
+
+
+_LOSS_DEFAULTS = dict(
+    weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean", label_smoothing=0.0
+)
+
+
+def _books_loss_call(args, kwargs) -> bool:
+    """``F.cross_entropy(logits, targets)`` with its defaults (it passes them on as keywords)."""
+    if len(args) != 2 or any(_LOSS_DEFAULTS.get(k, object()) != v for k, v in kwargs.items()):
+        return False
+    logits, targets = args
+    return (
+        logits.dtype == torch.bfloat16
+        and logits.device.type == "cpu"  # what was measured; CUDA keeps PyTorch's fused loss
+        and logits.dim() == 2
+        and targets.dim() == 1
+        and not targets.is_floating_point()
+        and bool((targets >= 0).all())  # no ignore_index (-100) targets
+    )
+
+
+def _dropout_attention_call(args, kwargs) -> bool:
+    """Causal attention with dropout on the CPU (CUDA's fused kernels handle dropout themselves)."""
+    if len(args) != 3 or set(kwargs) != {"dropout_p", "is_causal"}:
+        return False
+    q, k = args[:2]
+    on_cpu_bf16 = all(t.dtype == torch.bfloat16 and t.device.type == "cpu" for t in args)
+    return on_cpu_bf16 and kwargs["is_causal"] and kwargs["dropout_p"] > 0 and q.shape[-2] == k.shape[-2]
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's ``malloc`` keep freed memory for reuse; ``False`` where there is no glibc.
+
+    A training step allocates and frees the same tensors every time (gradients,
+    bf16 casts of the weights, the logits), most of them above glibc's mmap
+    threshold: each is mapped anew and its pages zeroed and faulted in, which
+    costs more than a pass over the data. Serving them from the heap (and not
+    trimming it) makes the second step's allocations free. Process-wide; the
+    memory stays with the process, which keeps the peak it reached.
+    """
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
 
 
 def make_adamw(params, *, lr: float, weight_decay: float, device=None, **kwargs) -> torch.optim.AdamW:
@@ -109,6 +268,7 @@ def fast_training(
     device=None,
     bf16: bool | None = None,
     compile: bool = False,
+    keep_memory: bool = True,
 ) -> FastTraining:
     """Put ``model`` (a ``GPTModel``, already on its device) into fast mode and build its optimizer.
 
@@ -116,7 +276,8 @@ def fast_training(
     ``dict(lr=0.0004, weight_decay=0.1)``). The model is modified in place
     (``compile`` uses ``nn.Module.compile``, which keeps the state-dict keys,
     so checkpoints stay interchangeable with the exact mode). Wrap forward
-    passes, not ``backward()``, in ``autocast()``.
+    passes and the loss, not ``backward()``, in ``autocast()``. On the CPU,
+    ``keep_memory`` calls :func:`keep_freed_memory`.
     """
     if not hasattr(model, "set_fast"):
         raise TypeError(f"fast_training needs a gptlab GPTModel, got {type(model).__name__}")
@@ -131,7 +292,10 @@ def fast_training(
         inductor_config.fallback_random = True
         model.compile()
     optimizer = make_adamw(model.parameters(), device=device, **optimizer_params)
-    return FastTraining(model, optimizer, autocast_context(device, bf16))
+    if keep_memory and _device_type(device) == "cpu":
+        keep_freed_memory()
+    # Compiled graphs are left to the compiler: no function mode around them.
+    return FastTraining(model, optimizer, autocast_context(device, bf16, kernels=not compile))
 
 
 EVAL_TOKENS = 4096  # tokens per evaluation forward pass: bigger matmuls, bounded logits memory
@@ -176,11 +340,9 @@ def calc_loss_loader(
             targets = torch.cat([y for _, y in chunk]).to(device)
             with autocast():
                 logits = model(inputs)
-            token_losses = torch.nn.functional.cross_entropy(
-                logits.flatten(0, 1).float(), targets.flatten(), reduction="none"
-            ).view(targets.shape)
+            losses = token_losses(logits.flatten(0, 1), targets.flatten()).view(targets.shape)
             rows = [len(x) for x, _ in chunk]
-            total_loss += sum(part.mean().item() for part in token_losses.split(rows))
+            total_loss += sum(part.mean().item() for part in losses.split(rows))
     return total_loss / num_batches
 
 
