@@ -3,7 +3,7 @@
 The book's public names are exported here so the book's code runs against gptlab.
 """
 
-import importlib
+from .lazy import lazy_exports
 
 # Importing ``gptlab`` (or any of its modules, as each workflow job does) imports none of them:
 # each name is imported on first use, so that a job that only downloads or plots starts without torch.
@@ -70,61 +70,4 @@ _EXPORTS = {
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "GPT_CONFIG_124M",
-    "CheckpointError",
-    "GPTDatasetV1",
-    "GPTModel",
-    "RowSetting",
-    "KVCache",
-    "NonFiniteLossError",
-    "TrainConfig",
-    "TrainState",
-    "TrainingInterrupted",
-    "calc_loss_batch",
-    "calc_loss_loader",
-    "create_book_loaders",
-    "create_dataloader_v1",
-    "evaluate_model",
-    "download_and_load_gpt2",
-    "download_gpt2",
-    "generate",
-    "generate_rows",
-    "gpt2_model_config",
-    "load_gpt2",
-    "load_gpt2_params_from_tf_ckpt",
-    "load_weights_into_gpt",
-    "generate_and_print_sample",
-    "generate_text_simple",
-    "get_tokenizer",
-    "load_checkpoint",
-    "model_from_checkpoint",
-    "perplexity",
-    "print_sampled_tokens",
-    "read_text",
-    "save_checkpoint",
-    "select_device",
-    "set_threads",
-    "softmax_with_temperature",
-    "split_text",
-    "text_to_token_ids",
-    "token_ids_to_text",
-    "train_model",
-    "train_model_simple",
-]
-
-
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-
-
-def __getattr__(name: str):
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value  # imported once
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -19,7 +19,7 @@ with a ``.meta.json`` sidecar, atomically:
 - :mod:`.figures`: the figures of all of the above (saved with :func:`gptlab.io.save_figure`).
 """
 
-import importlib
+from ..lazy import lazy_exports
 
 # Each name is imported on first use, so that a job that uses one module (a figure, a report's
 # constants) does not import them all, torch included.
@@ -73,54 +73,4 @@ _EXPORTS = {
     ),
 }
 
-__all__ = [
-    "BOOK_PIZZA_COUNTS",
-    "METRICS",
-    "METRIC_NAMES",
-    "DeterminismGrid",
-    "SamplingGrid",
-    "SizesGrid",
-    "SweepGrid",
-    "VerbatimIndex",
-    "aggregate_cells",
-    "book_reproduction",
-    "check_book_reference",
-    "clopper_pearson_interval",
-    "compare_sizes",
-    "describe_models",
-    "determinism_audit",
-    "distinct_n",
-    "load_model",
-    "load_models",
-    "next_token_probabilities",
-    "recommend_settings",
-    "repetition_rate",
-    "run_generations",
-    "temperature_sweep",
-    "text_metrics",
-    "top_k_label",
-    "top_k_order",
-    "wilson_interval",
-    "write_determinism",
-    "write_next_token_probabilities",
-    "write_pizza_book",
-    "write_pizza_sweep",
-    "write_sizes",
-    "write_sweep",
-]
-
-
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-
-
-def __getattr__(name: str):
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value  # imported once
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

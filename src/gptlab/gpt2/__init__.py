@@ -30,7 +30,7 @@ above it:
 ``gptlab.convert`` re-exports ``tf``'s public names.
 """
 
-import importlib
+from ..lazy import lazy_exports
 
 # Each name is imported on first use, so that ``gptlab.gpt2.fetch`` (downloading) and
 # ``gptlab.gpt2.tf`` (converting) start without torch, which only :mod:`.load` needs.
@@ -87,63 +87,4 @@ _EXPORTS = {
     ),
 }
 
-__all__ = [
-    "BACKUP_BASE_URL",
-    "BASE_URL",
-    "CHECKS",
-    "DATA",
-    "DIGEST_KEY",
-    "DOWNLOAD_ORDER",
-    "FILENAMES",
-    "FORMAT",
-    "FORMAT_VERSION",
-    "GPT2_HPARAMS",
-    "HPARAM_KEYS",
-    "KNOWN_FILE_SIZES",
-    "KNOWN_SHA256",
-    "MANIFEST",
-    "MANIFEST_FORMAT",
-    "SAFETENSORS",
-    "SIZES",
-    "TRUSTED",
-    "DownloadError",
-    "check_hparams",
-    "check_tf_layout",
-    "convert_tf_checkpoint",
-    "download_and_load_gpt2",
-    "download_gpt2",
-    "find_tf_checkpoint",
-    "gpt2_file",
-    "gpt2_model_config",
-    "gpt2_urls",
-    "import_tensorflow",
-    "iter_tf_variables",
-    "load_gpt2",
-    "load_gpt2_params_from_tf_ckpt",
-    "load_weights_into_gpt",
-    "read_gpt2_hparams",
-    "read_hparams",
-    "read_manifest",
-    "release_origin",
-    "tf_variable_shapes",
-    "unpin_damaged_file",
-    "verify_gpt2_file",
-    "verify_release_file",
-    "write_manifest",
-]
-
-
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-
-
-def __getattr__(name: str):
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value  # imported once
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -15,9 +15,9 @@ points, so that text reads at that size as it would in print; every figure is
 laid out by matplotlib's constrained layout, which keeps labels inside it.
 """
 
-import importlib
-
 import matplotlib
+
+from ...lazy import lazy_exports
 
 matplotlib.use("Agg")  # files only, no display: set before any figure module imports pyplot
 
@@ -50,37 +50,4 @@ _EXPORTS = {
     ),
 }
 
-__all__ = [
-    "HEATMAP_SCALES",
-    "MAX_WIDTH",
-    "METRIC_LABELS",
-    "MIN_FONT_SIZE",
-    "book_size",
-    "heatmap_grids",
-    "heatmap_limits",
-    "plot_determinism",
-    "plot_losses",
-    "plot_model_losses",
-    "plot_next_token_probability",
-    "plot_pizza_sweep",
-    "plot_size_comparison",
-    "plot_sweep_heatmap",
-    "plot_toy_distributions",
-    "write_all_heatmaps",
-]
-
-
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-
-
-def __getattr__(name: str):
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value  # imported once
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
