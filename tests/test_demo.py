@@ -147,8 +147,8 @@ def test_the_demo_finishes_offline_with_a_local_corpus(demo):
     finished = re.findall(r"^\[\s*(\d+)/(\d+)\] \d\d:\d\d:\d\d  (.+?)\s+([\d.]+) (s|min)", run_part, re.M)
     assert finished and len(finished) == int(finished[-1][1]), run_part[-3000:]
     # a job that ran 30 s or more was shown while it ran (every 15 s, from 10 s on)
-    for *_, job, seconds, unit in finished:
-        if unit == "min" or float(seconds) >= 30:
+    for *_, job, took, unit in finished:
+        if unit == "min" or float(took) >= 30:
             assert f"running {job}, " in run_part, (job, run_part[-3000:])
     assert len(console.splitlines()) <= 100, console
     print(f"make demo (continuing after the failed run): {seconds:.0f} s, {len(console.splitlines())} lines")
