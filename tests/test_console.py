@@ -135,7 +135,7 @@ WORKFLOW = """
         shell: "echo {wildcards.n} > {output}; test {wildcards.n} != 2 || (echo the log of it >{log}; exit 3)"
 
     rule long:
-        output: "out/long.txt"
+        output: report("out/long.txt", category="long")
         log: "logs/long.log"
         run:
             import time
@@ -183,6 +183,17 @@ def test_the_logger_plugin_gives_a_short_console_that_keeps_errors(workflow):
     assert "Select jobs to execute" in full and "rule long:" in full  # Snakemake's full log is kept
     default = snakemake(workflow, "--forceall")
     assert len(console.splitlines()) < len(default.stdout.splitlines()) / 2
+
+
+def test_the_report_says_what_it_made_not_each_file_it_added(workflow):
+    snakemake(workflow, "--until", "long")
+    run = snakemake(workflow, "--report", "report.html", "--logger", "gptlab")
+    assert run.returncode == 0, run.stdout
+    assert "Report created" in run.stdout and (workflow / "report.html").is_file()
+    assert "Adding long.txt" not in run.stdout and "Loading script code" not in run.stdout, run.stdout
+    assert (
+        "Adding long.txt" in snakemake(workflow, "--report", "report.html").stdout
+    )  # Snakemake's own says it
 
 
 def test_a_dry_run_prints_as_usual(workflow):

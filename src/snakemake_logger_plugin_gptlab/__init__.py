@@ -9,6 +9,7 @@ them. Dry runs print as usual. Snakemake's full log still goes to
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -34,7 +35,9 @@ CHATTER = (
     "host:",
     "Config file ",
     "Elapsed time:",
+    "Loading script code for rule ",  # --report: one line per rule and per file it adds
 )
+REPORT_FILE_ADDED = re.compile(r"Adding .+ \([\d.]+ (bytes|[KMGT]B)\)\.")
 IGNORED = {
     LogEvent.WORKFLOW_STARTED,
     LogEvent.SHELLCMD,
@@ -98,7 +101,7 @@ class LogHandler(LogHandlerBase):
                 self._write(self.formatter_.format(record))
         elif event is None:
             message = record.getMessage() if record.msg is not None else ""
-            if message and not message.startswith(CHATTER):
+            if message and not message.startswith(CHATTER) and not REPORT_FILE_ADDED.fullmatch(message):
                 self._write(message)
         elif event not in IGNORED:
             self._on_event(event, record)
