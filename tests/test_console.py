@@ -76,30 +76,35 @@ def test_a_line_per_finished_job_counted_and_timed():
     assert c.jobs == {}
 
 
-def test_long_jobs_are_reported_with_their_progress_at_most_every_interval(tmp_path):
+def test_long_jobs_are_shown_with_their_progress_less_often_as_they_go_on(tmp_path):
     lines, clock = [], Clock()
     c = Console(lines.append, report_every=15, show_after=10, clock=clock)
     log = tmp_path / "pretrain.log"
     write_tqdm_log(log, steps=12)
+    with open(log, "a") as f:
+        f.write("Every effort moves you, printed after the bar")  # the sample, on the bar's line
     c.job_info(1, "pretrain", {}, [str(log)])
     c.job_info(2, "plot", {}, [str(tmp_path / "plot.log")])
     c.job_info(3, "quiet", {}, [str(tmp_path / "quiet.log")])
+    t0 = clock.now
     c.job_started([1, 3])
-    clock.now += 9
+    clock.now = t0 + 9
     c.job_started([2])
-    clock.now += 6  # 15 s: jobs 1 and 3 have run 15 s, job 2 only 6 s
-    c.tick()
-    assert len(lines) == 2, lines
-    assert "running pretrain, 15 s: training 60% 12/20" in lines[0]
-    assert (
-        "running quiet, 15 s" in lines[1] and str(tmp_path / "quiet.log") in lines[1]
-    )  # no output yet: its log
-    clock.now += 14
-    c.tick()
-    assert len(lines) == 2  # less than report_every since the last report
-    clock.now += 1
-    c.tick()
-    assert [line.split("running ")[1].split(",")[0] for line in lines[2:]] == ["pretrain", "plot", "quiet"]
+
+    def shown_at(seconds: float) -> list[str]:
+        clock.now, before = t0 + seconds, len(lines)
+        c.tick()
+        return [line.split("running ")[1].split(",")[0] for line in lines[before:]]
+
+    assert shown_at(15) == ["pretrain", "quiet"]  # plot has run 6 s only
+    assert "running pretrain, 15 s: training 60% 12/20" in lines[0] and lines[0].endswith("val=10.901]")
+    assert str(tmp_path / "quiet.log") in lines[1]  # no output yet: where it will be
+    assert shown_at(29) == ["plot"]  # the others were shown 14 s ago
+    assert shown_at(30) == ["pretrain", "quiet"]
+    assert shown_at(600) == ["pretrain", "plot", "quiet"]
+    assert shown_at(745) == []  # after 10 minutes, a job is shown every fifth of its running time
+    assert shown_at(750) == ["pretrain", "plot", "quiet"]
+    assert c.interval(3600) == 300  # and at most every 5
 
 
 def test_progress_names_the_jobs_holding_their_logs_open(tmp_path, capsys):

@@ -3,9 +3,10 @@
 Snakemake prints about seven lines per job (rule, input, output, log, jobid,
 reason, resources): some 600 lines for the tiny study, with nothing at all
 during a minute of training. This console prints one line per finished job,
-and every ``report_every`` seconds a line per job running for longer than
-``show_after`` seconds, with the last progress bar (percent, ETA, losses) of
-its log. Snakemake's full log is still written to ``.snakemake/log/``.
+and a line per job running for longer than ``show_after`` seconds with the
+last progress bar (percent, ETA, losses) of its log: every ``report_every``
+seconds at first, less often as the job goes on. Snakemake's full log is still
+written to ``.snakemake/log/``.
 
 Used through the logger plugin ``snakemake_logger_plugin_gptlab``
 (``snakemake --logger gptlab``), and by ``python -m gptlab.study.console``
@@ -22,6 +23,7 @@ from pathlib import Path
 
 REPORT_EVERY = 15.0  # seconds between reports on running jobs
 SHOW_AFTER = 10.0  # a job appears in those reports once it has run this long
+MAX_INTERVAL = 300.0  # a long job is shown at least every 5 minutes
 LINE_WIDTH = 160
 _BAR = re.compile(r"^(?P<desc>[^|]*?):?\s*(?P<pct>\d+)%\|[^|]*\|\s*(?P<rest>.*)$")
 
@@ -35,6 +37,7 @@ class Job:
     wildcards: dict = field(default_factory=dict)
     logs: list = field(default_factory=list)
     started: float | None = None
+    reported: float | None = None  # when the console last showed it running
 
     @property
     def name(self) -> str:
@@ -63,7 +66,10 @@ def short_bar(line: str) -> str:
     m = _BAR.match(line)
     if m is None:
         return line
-    return f"{m['desc'].strip()} {m['pct']}% {m['rest'].strip()}".strip()
+    rest = m["rest"]
+    end = rest.find("]")  # what the job printed after the bar, without a newline, is not the bar's
+    rest = rest[: end + 1] if end >= 0 else rest
+    return f"{m['desc'].strip()} {m['pct']}% {rest.strip()}".strip()
 
 
 def duration(seconds: float) -> str:
@@ -95,7 +101,6 @@ class Console:
         self.finished: list[Job] = []
         self.total: int | None = None
         self.began = clock()
-        self.last_report = self.began
 
     def _stamp(self) -> str:
         return time.strftime("%H:%M:%S", self.wall())
@@ -131,14 +136,19 @@ class Console:
             self.write(f"All {total} jobs done in {duration(now - self.began)}.")
 
     def tick(self) -> None:
-        """Every ``report_every`` seconds: the jobs running for ``show_after`` or longer, with progress."""
+        """The jobs running for ``show_after`` or longer, each again after :meth:`interval`."""
         now = self.clock()
-        if now - self.last_report < self.report_every:
-            return
-        self.last_report = now
         for job in sorted(self.jobs.values(), key=lambda j: j.jobid):
-            if job.started is not None and now - job.started >= self.show_after:
+            if job.started is None or now - job.started < self.show_after:
+                continue
+            if job.reported is None or now - job.reported >= self.interval(now - job.started):
+                job.reported = now
                 self.write(self.running_line(job, now))
+
+    def interval(self, running_for: float) -> float:
+        """``report_every`` at first, then a fifth of the time the job has run, at most 5 minutes:
+        a 10-minute job gets about 15 lines, an hour-long one about 30."""
+        return max(self.report_every, min(running_for / 5, MAX_INTERVAL))
 
     def running_line(self, job: Job, now: float) -> str:
         bar = next((p for p in (last_progress(Path(log)) for log in job.logs) if p), "")
