@@ -103,6 +103,13 @@ def _row_chunks(n: int, rows: int = LOSS_CHUNK_ROWS):
     return (slice(start, start + rows) for start in range(0, n, rows))
 
 
+def _chunk_losses(logits, targets, rows: slice):
+    """The rows' logits in float32, their log-sum-exp (a column) and per-token cross-entropy."""
+    chunk = logits[rows].float()
+    lse = torch.logsumexp(chunk, dim=1, keepdim=True)
+    return chunk, lse, (lse - chunk.gather(1, targets[rows, None])).squeeze(1)
+
+
 def token_losses(logits, targets):
     """Per-token cross-entropy of 2-D ``logits`` (any float dtype), in float32, one chunk of rows at a time.
 
@@ -112,9 +119,7 @@ def token_losses(logits, targets):
     losses = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
     with torch.autograd.profiler.record_function("gptlab.fast.token_losses (cross_entropy)"):
         for rows in _row_chunks(logits.shape[0]):
-            chunk = logits[rows].float()
-            picked = chunk.gather(1, targets[rows, None]).squeeze(1)
-            losses[rows] = torch.logsumexp(chunk, dim=1) - picked
+            losses[rows] = _chunk_losses(logits, targets, rows)[2]
     return losses
 
 
@@ -134,13 +139,10 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         losses = torch.empty(n, dtype=torch.float32, device=logits.device)
         grad = torch.empty_like(logits) if ctx.needs_input_grad[0] else None
         for rows in _row_chunks(n):
-            chunk = logits[rows].float()
-            target = targets[rows, None]
-            lse = torch.logsumexp(chunk, dim=1, keepdim=True)
-            losses[rows] = (lse - chunk.gather(1, target)).squeeze(1)
+            chunk, lse, losses[rows] = _chunk_losses(logits, targets, rows)
             if grad is not None:
                 probs = chunk.sub_(lse).exp_()
-                probs.scatter_add_(1, target, torch.full_like(lse, -1.0))
+                probs.scatter_add_(1, targets[rows, None], torch.full_like(lse, -1.0))
                 grad[rows] = probs.div_(n)
         ctx.save_for_backward(grad)
         return losses.mean()
