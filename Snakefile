@@ -15,6 +15,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/weights.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/runs.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/sampling.smk"
 include: "workflow/rules/report.smk"
@@ -28,3 +29,9 @@ rule all:
         rules.plot_losses.output.png,
         expand(rules.render_report.output.html, report=REPORT_INPUTS),
         rules.verify_resume.output if config["resume"]["verify"] else [],
+
+
+# `snakemake training_study`: the runs of config `runs`, their summary, figure and report only.
+rule training_study:
+    input:
+        training_study_targets,

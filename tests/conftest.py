@@ -106,6 +106,21 @@ def tiny_study(tmp_path_factory):
     return workdir, config, result
 
 
+@pytest.fixture(scope="session")
+def runs_study(tmp_path_factory):
+    """The tiny training study (6 runs) with 6 cores, run once locally: ``(workdir, config, result)``.
+
+    Shared by the training-study tests and the SLURM tests (which compare their results with it).
+    """
+    from tests.workflow_helpers import TINY_RUNS, prepare_tiny_study, snakemake
+
+    workdir = tmp_path_factory.mktemp("runs-parallel")
+    config = prepare_tiny_study(workdir, runs=TINY_RUNS)
+    result = snakemake(workdir, "--configfile", str(config), "--cores", "6", "training_study", timeout=1500)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    return workdir, config, result
+
+
 @pytest.fixture
 def full_disk(tmp_path):
     """``make(size_bytes)`` → a folder on its own tmpfs of that size: a disk that fills up for real.

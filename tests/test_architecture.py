@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module may import its own layer and the layers below):
 
-1. core: model, tokenizer, data, losses, generation, fast, io, download, device, lazy
+1. core: model, tokenizer, data, losses, generation, fast, io, download, device, lazy, corpus
 2. gpt2 (OpenAI's weights) and training (loop, checkpoints, pretrain, the book's run), which
    do not import each other
 3. experiments (the exercises' measurements and figures)
@@ -22,7 +22,19 @@ from pathlib import Path
 from tests.conftest import REPO
 
 PACKAGE = REPO / "src" / "gptlab"
-CORE = {"model", "tokenizer", "data", "losses", "generation", "fast", "io", "download", "device", "lazy"}
+CORE = {
+    "model",
+    "tokenizer",
+    "data",
+    "losses",
+    "generation",
+    "fast",
+    "io",
+    "download",
+    "device",
+    "lazy",
+    "corpus",
+}
 LAYERS = {**dict.fromkeys(CORE, 1), "gpt2": 2, "training": 2, "experiments": 3, "study": 4, "cli": 5}
 LAYERS["testing"] = 5
 SHIMS = {"checkpoint", "pretrain", "pretrained", "book", "convert"}

@@ -15,6 +15,8 @@ __all__ = [
     "REPO",
     "SNAKEMAKE",
     "TINY_GPT2_SHAPES",
+    "TINY_RUNS",
+    "TINY_RUN_NAMES",
     "copy_workflow",
     "prepare_tiny_study",
     "snakemake",
@@ -23,6 +25,13 @@ __all__ = [
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+# The tiny training study: 2 variants x 3 seeds, a thread each, so that the 6 runs train side by side.
+TINY_RUNS = {
+    "seeds": [123, 124, 125],
+    "variants": [{"name": "no-dropout", "model": {"drop_rate": 0.0}}],
+    "threads": 1,
+}
+TINY_RUN_NAMES = [f"{v}-seed{s}" for v in ("book", "no-dropout") for s in TINY_RUNS["seeds"]]
 WORKFLOW_FILES = ("Snakefile", "config", "workflow", "envs", "src", "profiles")
 
 

@@ -34,6 +34,9 @@ class GPTDatasetV1(Dataset):
         return self.input_ids[idx], self.target_ids[idx]
 
 
+ORDER_BLOCK = 1 << 16  # indices of an epoch's order turned into Python ints at a time
+
+
 class ResumableRandomSampler(RandomSampler):
     """``RandomSampler`` that records each epoch's seed and can replay it.
 
@@ -60,7 +63,10 @@ class ResumableRandomSampler(RandomSampler):
         self.last_seed = seed
         generator = torch.Generator()
         generator.manual_seed(seed)
-        yield from torch.randperm(len(self.data_source), generator=generator).tolist()[offset:]
+        order = torch.randperm(len(self.data_source), generator=generator)[offset:]
+        # Python ints a block at a time: a corpus of millions of windows needs no list of them all.
+        for block in order.split(ORDER_BLOCK):
+            yield from block.tolist()
 
 
 def create_dataloader_v1(

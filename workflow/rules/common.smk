@@ -2,9 +2,13 @@
 import hashlib
 import math
 import os
+import re
 import warnings
 from pathlib import Path
 
+import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
 from snakemake.utils import validate
 
 # Jobs import the project's library from this checkout, whichever environment
@@ -27,11 +31,27 @@ warnings.filterwarnings(
 )
 
 
-validate(config, workflow.source_path("../schemas/config.schema.yaml"))
-
-
 def config_error(key, message):
     raise ValueError(f"config error at {key}: {message}")
+
+
+CONFIG_SCHEMA = yaml.safe_load(
+    Path(workflow.source_path("../schemas/config.schema.yaml")).read_text()
+)
+
+
+def check_schema(cfg, where=""):
+    """The first schema violation in ``cfg`` as a config error naming its key (``where`` prefixes it)."""
+    error = best_match(Draft202012Validator(CONFIG_SCHEMA).iter_errors(cfg))
+    if error is not None:
+        key = "".join(
+            f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path
+        )
+        config_error(f"{where}{key.lstrip('.')}" or "(top level)", error.message)
+
+
+check_schema(config)
+validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 
 
 def non_finite_numbers(value, key=""):
@@ -55,17 +75,24 @@ def non_finite_numbers(value, key=""):
 NON_FINITE = non_finite_numbers(config)
 if NON_FINITE:
     config_error(NON_FINITE[0], "must be a finite number (not .nan or .inf)")
-if config["data"]["max_length"] > config["model"]["context_length"]:
-    config_error(
-        "data.max_length",
-        f"{config['data']['max_length']} exceeds model.context_length="
-        f"{config['model']['context_length']}; lower data.max_length",
-    )
-if config["model"]["emb_dim"] % config["model"]["n_heads"]:
-    config_error(
-        "model.n_heads",
-        f"{config['model']['n_heads']} does not divide model.emb_dim={config['model']['emb_dim']}",
-    )
+
+
+def check_settings(cfg, where=""):
+    """The cross-setting checks of a run's model and data sections; ``where`` prefixes the keys named."""
+    if cfg["data"]["max_length"] > cfg["model"]["context_length"]:
+        config_error(
+            f"{where}data.max_length",
+            f"{cfg['data']['max_length']} exceeds model.context_length="
+            f"{cfg['model']['context_length']}; lower data.max_length",
+        )
+    if cfg["model"]["emb_dim"] % cfg["model"]["n_heads"]:
+        config_error(
+            f"{where}model.n_heads",
+            f"{cfg['model']['n_heads']} does not divide model.emb_dim={cfg['model']['emb_dim']}",
+        )
+
+
+check_settings(config)
 if (
     config["corpus"]["local_path"]
     and not Path(config["corpus"]["local_path"]).is_file()
@@ -170,3 +197,129 @@ def notebook_digest(wildcards):
     """Content hash of a report notebook: editing it re-renders that report (a params change)."""
     path = workflow_file(f"workflow/notebooks/{wildcards.report}.ipynb")
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# Training studies (config `runs`): every run of variants x seeds, planned and checked before any job.
+RUN_SECTIONS = ("model", "data", "training")
+RUN_OPTIONS = config.get("runs", {})
+
+
+def never_empty(names):
+    """A wildcard constraint matching exactly ``names`` (nothing at all when there are none)."""
+    return "|".join(map(re.escape, names)) or "(?!)"
+
+
+def corpus_id(path):
+    """A readable, stable name for the tokenized copy of the corpus at ``path``."""
+    stem = re.sub(r"[^a-z0-9]+", "-", Path(path).stem.lower()).strip("-") or "corpus"
+    digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:8]
+    return f"{stem}-{digest}"
+
+
+def corpus_files(path):
+    """The text files of a corpus: the file itself, or a folder's .txt files (its inputs)."""
+    path = Path(path)
+    return [str(path)] if path.is_file() else sorted(map(str, path.rglob("*.txt")))
+
+
+def variant_settings(variant, index):
+    """This config's model, data and training sections with ``variant``'s overrides, checked like the config."""
+    where = f"runs.variants[{index}]"
+    for section in RUN_SECTIONS:
+        unknown = sorted(set(variant.get(section, {})) - set(config[section]))
+        if unknown:
+            config_error(
+                f"{where}.{section}.{unknown[0]}",
+                f"not a {section} setting; it has {', '.join(config[section])}",
+            )
+    if "seed" in variant.get("training", {}):
+        config_error(
+            f"{where}.training.seed",
+            "a run's seed comes from runs.seeds; remove it here",
+        )
+    settings = {s: {**config[s], **variant.get(s, {})} for s in RUN_SECTIONS}
+    check_schema({**config, **settings}, f"{where}.")
+    check_settings(settings, f"{where}.")
+    path = variant.get("corpus", {}).get("path")
+    if path and not corpus_files(path):
+        config_error(
+            f"{where}.corpus.path",
+            f"{path} is neither a file nor a folder holding .txt files; fix the path",
+        )
+    return {**settings, "corpus": path}
+
+
+def plan_runs():
+    """Every run of the study, by name: its variant, seed, settings and corpus."""
+    if not RUN_OPTIONS:
+        return {}
+    variants = [{"name": RUN_OPTIONS["baseline"]}, *RUN_OPTIONS["variants"]]
+    names = [v["name"] for v in variants]
+    for index, name in enumerate(names[1:]):
+        if name in names[: index + 1]:
+            what = "runs.baseline" if name == names[0] else "another variant"
+            config_error(
+                f"runs.variants[{index}].name",
+                f"{name!r} is already the name of {what}",
+            )
+    runs = {}
+    for index, variant in enumerate(variants):
+        settings = variant_settings(variant, index - 1) if index else None
+        settings = settings or {**{s: config[s] for s in RUN_SECTIONS}, "corpus": None}
+        for seed in map(int, RUN_OPTIONS["seeds"]):
+            training = {**settings["training"], "seed": seed}
+            name = f"{variant['name']}-seed{seed}"
+            runs[name] = {**settings, "training": training, "variant": variant["name"]}
+            runs[name]["seed"] = seed
+    return runs
+
+
+RUNS = plan_runs()
+RUN_NAMES = list(RUNS)
+VARIANT_NAMES = list(dict.fromkeys(run["variant"] for run in RUNS.values()))
+CORPORA = {corpus_id(p): p for p in {r["corpus"] for r in RUNS.values()} - {None}}
+
+
+def run_corpus(wildcards):
+    """The run's corpus: the study's text, or its variant's corpus tokenized."""
+    path = RUNS[wildcards.run]["corpus"]
+    if path is None:
+        return rules.download_corpus.output[0]
+    return rules.tokenize_corpus.output.meta.format(corpus=corpus_id(path))
+
+
+def run_record(wildcards):
+    """What names a run in its metrics: variant, seed, and its settings."""
+    run = RUNS[wildcards.run]
+    corpus = run["corpus"] or "the study's corpus (corpus section)"
+    settings = {s: run[s] for s in RUN_SECTIONS}
+    return {
+        "variant": run["variant"],
+        "seed": run["seed"],
+        "settings": {**settings, "corpus": corpus},
+    }
+
+
+def run_mem_mb(wildcards):
+    """Memory of a run: weights, gradients and AdamW's two moments (16 bytes a parameter), and the logits."""
+    run = RUNS[wildcards.run]
+    m, d = run["model"], run["data"]
+    dim, vocab = m["emb_dim"], m["vocab_size"]
+    params = 2 * vocab * dim + m["context_length"] * dim + 12 * m["n_layers"] * dim**2
+    logits = d["batch_size"] * d["max_length"] * vocab * 4 * 6
+    return 2000 + (16 * params + logits) // 10**6
+
+
+def every_run(output):
+    """``output`` of rule train_run (its name) for every run."""
+    return expand(getattr(rules.train_run.output, output), run=RUN_NAMES)
+
+
+def training_study_targets(wildcards):
+    """What `snakemake training_study` makes: the summary, its figure and the report."""
+    if not RUNS:
+        config_error(
+            "runs", "not set: the config has no training study (see config/seeds.yaml)"
+        )
+    summary, figure = rules.summarize_runs.output, rules.plot_training_study.output
+    return [*summary, *figure, "results/reports/training_study.html"]

@@ -40,6 +40,12 @@ REPORT_INPUTS = {
         "sizes_png": str(rules.plot_sizes.output.png),
     },
 }
+if RUNS:
+    REPORT_INPUTS["training_study"] = {
+        "summary_csv": str(rules.summarize_runs.output.summary),
+        "samples_csv": str(rules.summarize_runs.output.samples),
+        "figure_png": str(rules.plot_training_study.output.png),
+    }
 
 
 rule render_report:

@@ -5,6 +5,7 @@ artifacts atomically:
 
 - ``run_pretraining``: corpus → final checkpoint, loss history, per-epoch samples; with a
   :class:`Reference`, the same process then trains on in memory and writes that run too
+- ``train_run``: one run of a training study (variants × seeds): pretraining, and its metrics
 - ``run_resume``: checkpoint → one more epoch (exercise 5.4), checkpoint and history
 - ``verify_resume``: resumed vs uninterrupted run → a verification JSON
 """
@@ -12,6 +13,8 @@ artifacts atomically:
 from __future__ import annotations
 
 import contextlib
+import resource
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,10 +138,63 @@ def run_resume(
     return stop.state
 
 
+def train_run(
+    corpus,
+    checkpoint,
+    history,
+    samples,
+    metrics,
+    *,
+    name: str,
+    model_config: dict,
+    config: TrainConfig,
+    record: dict | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    work_dir=None,
+) -> dict:
+    """One run of a training study: pretraining as :func:`run_pretraining` does, and its metrics.
+
+    ``metrics`` (JSON) gets ``record`` (what names the run: variant, seed, settings), the run's
+    epochs and tokens seen, and this job's wall time, training speed and peak memory; a job that
+    continued an interrupted run counts only the tokens it trained itself.
+    """
+    started = time.perf_counter()
+    stages = _train(corpus, model_config, config, device, threads, work_dir)
+    with contextlib.closing(stages):
+        stop = next(stages)
+    wall_seconds = time.perf_counter() - started
+    _write_run(stop, checkpoint, history, samples, name)
+    state, since = stop.state, stop.in_memory_since
+    result = {
+        "run": name,
+        **(record or {}),
+        "epochs": state.epoch,
+        "tokens_seen": state.tokens_seen,
+        "wall_seconds": round(wall_seconds, 3),
+        "tokens_per_second": round((state.tokens_seen - stop.tokens_before) / wall_seconds, 1),
+        "continued_from_epoch": since["epoch"] if stop.tokens_before else None,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "machine": describe_machine(next(stop.model.parameters()).device),
+    }
+    write_json(result, metrics)
+    return result
+
+
+def open_corpus(corpus):
+    """The corpus at ``corpus``: a text file's text, or a tokenized corpus (its folder or its meta.json)."""
+    path = Path(corpus)
+    if path.is_dir() or path.name == "meta.json":
+        from ..corpus import TokenCorpus
+
+        return TokenCorpus(path if path.is_dir() else path.parent)
+    return read_text(path)
+
+
 def _train(corpus, model_config, config, device, threads, work_dir, **options):
     set_threads(threads)
     device = select_device(device)
-    text = read_text(corpus)
+    text = open_corpus(corpus)
     return pretrain_in_stages(
         text, model_config=model_config, config=config, device=device, work_dir=work_dir, **options
     )

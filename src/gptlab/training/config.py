@@ -62,14 +62,17 @@ class TrainConfig:
             raise ValueError(f"max_length={max_length} exceeds the model's context_length={context}")
         return dataclasses.replace(self, max_length=max_length, stride=self.stride or max_length)
 
-    def record(self, text: str) -> dict:
-        """The settings as checkpoints and ``.meta.json`` files record them, with the text's hash."""
-        return {
-            **dataclasses.asdict(self),
-            "fast": bool(self.fast),
-            "corpus_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
-            "tokenizer": TOKENIZER_ID,
-        }
+    def record(self, text) -> dict:
+        """The settings as checkpoints and ``.meta.json`` files record them, with the text's hash.
+
+        ``text`` is the corpus as a string, or a tokenized corpus (:class:`gptlab.corpus.TokenCorpus`),
+        recorded by its tokens' hash and the token where its validation split starts.
+        """
+        if isinstance(text, str):
+            corpus = {"corpus_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+        else:
+            corpus = {"corpus_tokens_sha256": text.sha256, "corpus_split_token": text.split(self.train_ratio)}
+        return {**dataclasses.asdict(self), "fast": bool(self.fast), **corpus, "tokenizer": TOKENIZER_ID}
 
 
 def _at_least_one(name: str, value) -> None:

@@ -27,12 +27,14 @@ import contextlib
 import functools
 import hashlib
 import json
+import random
 import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..data import create_book_loaders
@@ -55,7 +57,7 @@ def _log(msg: str) -> None:
 
 
 def pretrain(
-    text: str,
+    text,
     *,
     model_config: dict,
     config: TrainConfig | None = None,
@@ -98,10 +100,11 @@ class StopPoint:
     state: TrainState  # trained further in place by the next stage: write it before asking for that
     train_config: dict
     in_memory_since: dict  # {"epoch", "batch_in_epoch"}: the position restored from a file, or the start
+    tokens_before: int = 0  # tokens the run had seen at that position (what this process did not train)
 
 
 def pretrain_in_stages(
-    text: str,
+    text,
     *,
     model_config: dict,
     config: TrainConfig | None = None,
@@ -135,6 +138,7 @@ def pretrain_in_stages(
     elif state is None and resume_from is not None:
         run.loaders = _resume_book(run, resume_from, text)
     since = {"epoch": state.epoch if state else 0, "batch_in_epoch": state.batch_in_epoch if state else 0}
+    tokens_before = state.tokens_seen if state else 0
     keep_epoch = config.num_epochs - 1 if then_epochs else None
     stops = [config.num_epochs, config.num_epochs + then_epochs] if then_epochs else [config.num_epochs]
     with stop_on_signals() as should_stop:
@@ -143,7 +147,7 @@ def pretrain_in_stages(
             save = functools.partial(_save_intermediate, run, files, key, train_config, None)
             keep = functools.partial(_save_intermediate, run, files, key, train_config, keep_epoch)
             state = run.train(state, num_epochs, keep, save, should_stop, progress)
-            yield StopPoint(run.model, run.optimizer, state, train_config, since)
+            yield StopPoint(run.model, run.optimizer, state, train_config, since, tokens_before)
 
 
 @dataclass
@@ -180,8 +184,12 @@ class _Run:
         )
 
 
-def _set_up(text: str, model_config: dict, config: TrainConfig, device: torch.device) -> _Run:
+def _set_up(text, model_config: dict, config: TrainConfig, device: torch.device) -> _Run:
     """The tokenizer, the seeded loaders and model, and the optimizer of the config's mode."""
+    # Training draws only from torch's generator, which the book seeds; Python's and NumPy's are
+    # seeded too, so that checkpoints (which hold every generator's state) depend on settings alone.
+    random.seed(config.seed)
+    np.random.seed(config.seed)
     tokenizer = get_tokenizer()
     loaders, model = book_setup(text, model_config, config, device, tokenizer)
     adamw = dict(lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -193,15 +201,21 @@ def _set_up(text: str, model_config: dict, config: TrainConfig, device: torch.de
     return _Run(config, device, tokenizer, loaders, model, optimizer, loop_options)
 
 
-def make_loaders(text: str, config: TrainConfig, tokenizer=None):
-    """The chapter's train and validation loaders for ``config`` (``for_model`` applied), seeded."""
+def make_loaders(text, config: TrainConfig, tokenizer=None):
+    """The chapter's train and validation loaders for ``config`` (``for_model`` applied), seeded.
+
+    ``text`` is the corpus as a string (the book's character split and loaders), or a tokenized corpus
+    (:class:`gptlab.corpus.TokenCorpus`), whose windows are streamed from its token file.
+    """
     c = config
+    if not isinstance(text, str):
+        return text.loaders(c.train_ratio, c.batch_size, c.max_length, c.stride, seed=c.seed)
     return create_book_loaders(
         text, c.train_ratio, c.batch_size, c.max_length, c.stride, seed=c.seed, tokenizer=tokenizer
     )
 
 
-def book_setup(text: str, model_config: dict, config: TrainConfig, device="cpu", tokenizer=None):
+def book_setup(text, model_config: dict, config: TrainConfig, device="cpu", tokenizer=None):
     """The chapter's set-up: ``(train_loader, val_loader), model``, seeded before each as the book does."""
     loaders = make_loaders(text, config, tokenizer)
     torch.manual_seed(config.seed)
@@ -365,7 +379,7 @@ def _check_same_run(resume_from, made: dict, train_config: dict) -> None:
         )
 
 
-def _resume_book(run: _Run, resume_from, text: str):
+def _resume_book(run: _Run, resume_from, text):
     """The book's continuation: model and optimizer from ``resume_from`` (any format), new loaders.
 
     The loaders are rebuilt and re-seeded, and counting starts from zero, as in the book's exercise 5.4.

@@ -44,6 +44,7 @@ _EXPORTS = {
         "plot_toy_distributions",
     ),
     ".sizes": ("plot_size_comparison",),
+    ".runs": ("plot_training_study", "training_study_figure"),
     ".style": (
         "MAX_WIDTH",
         "MIN_FONT_SIZE",
