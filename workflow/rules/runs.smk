@@ -1,6 +1,7 @@
 # Training studies (config `runs`): the pretraining run for every variant x seed, one job each in
 # results/runs/<variant>-seed<seed>/, then a summary, a figure and a report. Without `runs`, no run.
 
+
 rule tokenize_corpus:
     input:
         lambda wc: corpus_files(CORPORA[wc.corpus]),
