@@ -13,10 +13,7 @@ import pandas as pd
 import pytest
 
 from gptlab.experiments.figures import plot_training_study, training_study_figure
-from gptlab.io import sidecar_path
-from gptlab.model import GPT_CONFIG_124M
-from gptlab.study.reports import render_report
-from gptlab.study.training_study import (
+from gptlab.experiments.training_study import (
     book_curve,
     book_is_typical,
     book_settings_differences,
@@ -26,6 +23,9 @@ from gptlab.study.training_study import (
     variant_changes,
     variant_effects,
 )
+from gptlab.io import sidecar_path
+from gptlab.model import GPT_CONFIG_124M
+from gptlab.study.reports import render_report
 from gptlab.training.book import BOOK_LOSS_LINES
 from tests.conftest import REPO, TINY_CONFIG
 

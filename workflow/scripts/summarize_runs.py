@@ -1,6 +1,6 @@
 import sys
 
-from gptlab.study.training_study import summarize_runs
+from gptlab.experiments.training_study import summarize_runs
 
 sm = snakemake
 sys.stdout = sys.stderr = open(sm.log[0], "w", buffering=1)

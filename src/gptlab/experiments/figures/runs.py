@@ -9,8 +9,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from ...io import save_figure
-from ...study.training_study import book_curve, book_is_typical, seed_spread
 from ..common import read_table
+from ..training_study import book_curve, book_is_typical, seed_spread
 from .style import LOSS_LABEL, MAX_WIDTH, styled, suptitle
 
 BAND = "band: lowest to highest seed"
@@ -91,7 +91,7 @@ def training_study_figure(summary, histories, baseline: str | None = None, confi
     """The study as a figure: the losses of each variant against epochs (left) and each run's final
     validation loss (right); the book's printed losses marked only when the baseline has its settings.
 
-    ``baseline`` defaults to the summary's first variant (:func:`~gptlab.study.training_study.summarize_runs`
+    ``baseline`` defaults to the summary's first variant (:func:`~gptlab.experiments.training_study.summarize_runs`
     puts the baseline first).
     """
     summary = read_table(summary)

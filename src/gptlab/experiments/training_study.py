@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..experiments.common import read_table
 from ..io import write_table
+from .common import read_table
 
 RUN_COLUMNS = ["run", "variant", "seed"]
 METRIC_COLUMNS = (
