@@ -91,8 +91,8 @@ def training_study_figure(summary, histories, baseline: str | None = None, confi
     """The study as a figure: the losses of each variant against epochs (left) and each run's final
     validation loss (right); the book's printed losses marked only when the baseline has its settings.
 
-    ``baseline`` defaults to the summary's first variant (:func:`~gptlab.experiments.training_study.summarize_runs`
-    puts the baseline first).
+    ``baseline`` defaults to the summary's first variant
+    (:func:`~gptlab.experiments.training_study.summarize_runs` puts the baseline first).
     """
     summary = read_table(summary)
     baseline = baseline or summary["variant"].iloc[0]
