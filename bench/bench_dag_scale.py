@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     from gptlab.io import write_table
 
     machine = describe_machine()
-    print(f"machine: {machine.get('cpu')} ({machine.get('logical_cpus', '?')} CPUs)", flush=True)
+    print(f"machine: {machine.get('cpu')} ({machine.get('cpu_count', '?')} CPUs)", flush=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-dag-scale-") as tmp:
         rows = measure(sizes, repeat, Path(tmp))

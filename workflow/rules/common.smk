@@ -291,7 +291,7 @@ def run_corpus(wildcards):
 def run_record(wildcards):
     """What names a run in its metrics: variant, seed, and its settings."""
     run = RUNS[wildcards.run]
-    corpus = run["corpus"] or "the study's corpus (corpus section)"
+    corpus = run["corpus"] or config["corpus"]["local_path"] or config["corpus"]["url"]
     settings = {s: run[s] for s in RUN_SECTIONS}
     return {
         "variant": run["variant"],
