@@ -73,15 +73,17 @@ def show(df, formats: dict | None = None, wrap=(), shade=None, shade_columns=())
 
     ``formats`` maps columns to format strings (``"{:.3f}"``) or functions; columns
     of booleans read "yes"/"no"; missing values show as "–"; the columns in
-    ``wrap`` keep their line breaks; cells of ``shade_columns`` for which
+    ``wrap`` keep their line breaks and share the width; cells of ``shade_columns`` for which
     ``shade(value)`` is true are shaded green.
     """
     from IPython.display import display
 
     formats = {c: (lambda v: "yes" if v else "no") for c in df.columns if _is_bool(df[c])} | (formats or {})
     style = df.style.hide(axis="index").format(formats, na_rep="–")
-    if wrap:
-        style = style.set_properties(subset=list(wrap), **{"white-space": "pre-wrap", "text-align": "left"})
+    if wrap:  # text columns share the width evenly, whatever the length of their texts
+        text = {"white-space": "pre-wrap", "overflow-wrap": "anywhere", "text-align": "left"}
+        text["width"] = f"{80 // len(wrap)}%"
+        style = style.set_properties(subset=list(wrap), **text)
     if shade is not None:
         style = style.map(
             lambda v: f"background-color: {SHADE}" if shade(v) else "", subset=list(shade_columns)
