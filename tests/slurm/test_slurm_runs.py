@@ -92,6 +92,7 @@ def slurm_runs(slurm_cluster, runs_study, tmp_path_factory) -> SlurmRuns:
             "--verbose",
             "--configfile",
             str(config),
+            "--",  # the target, not one more config file
             "training_study",
             timeout=RUN_TIMEOUT,
         )
