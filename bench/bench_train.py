@@ -245,15 +245,15 @@ def profile_training(model, step, batches) -> dict:
 # --------------------------------------------------------------------------- workers (subprocesses)
 
 
-def _batches(cfg, n, batch_size, seed=0):
+def _batches(cfg, n, batch_size, seed=0, device="cpu"):
     import torch
 
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)  # on the CPU: the same batches on every device
     shape = (batch_size, cfg["context_length"])
     return [
         (
-            torch.randint(0, cfg["vocab_size"], shape, generator=g),
-            torch.randint(0, cfg["vocab_size"], shape, generator=g),
+            torch.randint(0, cfg["vocab_size"], shape, generator=g).to(device),
+            torch.randint(0, cfg["vocab_size"], shape, generator=g).to(device),
         )
         for _ in range(n)
     ]
@@ -270,10 +270,10 @@ def _variant(variant: str, cfg: dict, opts: dict):
     if variant == "book":
         from llms_from_scratch import ch04, ch05  # only here: the import costs a second
 
-        model = ch04.GPTModel(cfg)
+        model = ch04.GPTModel(cfg).to(opts["device"])
         optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
         return model, optimizer, contextlib.nullcontext, ch05.calc_loss_batch, ch05.evaluate_model
-    model = GPTModel(cfg)
+    model = GPTModel(cfg).to(opts["device"])
     if variant == "exact":
         optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
         return model, optimizer, contextlib.nullcontext, losses.calc_loss_batch, losses.evaluate_model
@@ -283,7 +283,7 @@ def _variant(variant: str, cfg: dict, opts: dict):
         model, dict(lr=4e-4, weight_decay=0.1), bf16=bf16, compile=opts["compile"], keep_memory=not plain
     )
     if plain and autocast is not contextlib.nullcontext:
-        autocast = fast.autocast_context("cpu", kernels=False)
+        autocast = fast.autocast_context(torch.device(opts["device"]).type, kernels=False)
     return model, optimizer, autocast, losses.calc_loss_batch, fast.make_evaluator(autocast)
 
 
@@ -291,10 +291,14 @@ def worker_train(variant: str, opts: dict) -> dict:
     """One variant: timed training steps, timed evaluation, their breakdowns, then peak RSS."""
     import torch
 
-    cfg, device = opts["config"], "cpu"
+    cfg, device = opts["config"], opts["device"]
     torch.set_num_threads(opts["threads"])
-    train_data = _batches(cfg, opts["warmup"] + opts["steps"], opts["batch_size"], seed=1)
-    eval_data = _batches(cfg, opts["eval_iter"] + opts["val_batches"], opts["batch_size"], seed=2)
+    # On a GPU, kernels run asynchronously: a step is timed once the device has finished it.
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    train_data = _batches(cfg, opts["warmup"] + opts["steps"], opts["batch_size"], seed=1, device=device)
+    eval_data = _batches(
+        cfg, opts["eval_iter"] + opts["val_batches"], opts["batch_size"], seed=2, device=device
+    )
     model, optimizer, autocast, calc_loss_batch, evaluate = _variant(variant, cfg, opts)
     dtype = "bf16" if autocast is not contextlib.nullcontext else "fp32"
 
@@ -309,8 +313,10 @@ def worker_train(variant: str, opts: dict) -> dict:
     model.train()
     step_times, step_cpu, first_loss = [], [], None
     for i, (x, y) in enumerate(train_data):
+        sync()
         t0, c0 = time.perf_counter(), time.process_time()
         loss = step(x, y)
+        sync()
         if first_loss is None:
             first_loss = loss.item()
         if i >= opts["warmup"]:
@@ -326,8 +332,10 @@ def worker_train(variant: str, opts: dict) -> dict:
     evaluation()  # warm-up (and compilation)
     eval_times = []
     for _ in range(opts["eval_repeats"]):
+        sync()
         t0 = time.perf_counter()
         eval_loss = evaluation()
+        sync()
         eval_times.append(time.perf_counter() - t0)
     model.train()
     breakdowns = {}
@@ -356,16 +364,20 @@ def measure_peak(opts: dict) -> dict:
     import torch
 
     torch.set_num_threads(opts["threads"])
+    device = opts["device"]
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     out = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         n, best = 128, 0.0
         while True:
-            a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+            a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
             torch.matmul(a, b)  # warm-up
             times = []
             for _ in range(3):
+                sync()
                 t0 = time.perf_counter()
                 torch.matmul(a, b)
+                sync()
                 times.append(time.perf_counter() - t0)
             best = max(best, 2 * n**3 / min(times))
             if min(times) > opts["peak_seconds"] or n >= opts["peak_max_n"]:
@@ -569,6 +581,11 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--out", type=Path, help="CSV (default results/bench/train.csv; smoke: train_smoke.csv)"
     )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device (cpu, cuda, cuda:1); the profile breakdown is the CPU's only",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--opts", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -596,12 +613,14 @@ def main(argv=None) -> int:
         "threads": args.threads or (1 if args.smoke else 2),
         "compile": args.compile,
         "fp32": args.fp32,
-        # Forward hooks would make a compiled model recompile: no breakdown by default with --compile.
+        # Forward hooks would make a compiled model recompile, and the profiler's categories are the CPU's:
+        # no breakdown by default with --compile or on a GPU.
         "profile_steps": args.profile_steps
         if args.profile_steps is not None
-        else (0 if args.compile else 1 if args.smoke else 2),
+        else (0 if args.compile or args.device != "cpu" else 1 if args.smoke else 2),
+        "device": args.device,
         "peak_seconds": 0.02 if args.smoke else 0.3,
-        "peak_max_n": 256 if args.smoke else 4096,
+        "peak_max_n": 256 if args.smoke else 16384 if args.device.startswith("cuda") else 4096,
     }
     for key in ("steps", "eval_iter", "val_batches", "eval_repeats", "batch_size", "threads"):
         if opts[key] < 1:
