@@ -158,7 +158,7 @@ def test_a_corpus_variant_is_tokenized_once_and_streamed(tmp_path):
     books = workdir / "books"
     for i, sub in enumerate(["a", "a", "b"]):
         (books / sub).mkdir(parents=True, exist_ok=True)
-        (books / sub / f"book{i}.txt").write_text(make_text(3000, seed=i))
+        (books / sub / f"book{i}.txt").write_text(make_text(1500, seed=i))
     variant = {"name": "books", "corpus": {"path": "books"}}
     config = prepare_tiny_study(workdir, runs={"seeds": [123], "variants": [variant], "threads": 1})
     targets = ["results/runs/books-seed123/checkpoint.pt"]

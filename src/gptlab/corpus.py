@@ -347,7 +347,7 @@ class TokenCorpus:
         import torch
         from torch.utils.data import DataLoader
 
-        from .data import ResumableRandomSampler
+        from .data import ResumableRandomSampler, checked_loaders
 
         split = self.split(train_ratio)
         if seed is not None:
@@ -362,14 +362,5 @@ class TokenCorpus:
         train_loader = DataLoader(train, batch_size=batch_size, sampler=sampler, drop_last=True)
         val = TokenWindows(self.tokens_path, split, self.n_tokens, max_length, stride)
         val_loader = DataLoader(val, batch_size=batch_size, shuffle=False, drop_last=False)
-        if len(train_loader) == 0:
-            raise ValueError(
-                f"the training split ({split} tokens) yields no full batch of {batch_size} windows of "
-                f"{max_length} tokens: lower max_length/batch_size or raise train_ratio"
-            )
-        if len(val_loader) == 0:
-            raise ValueError(
-                f"the validation split ({self.n_tokens - split} tokens) yields no window of {max_length} "
-                "tokens: lower max_length or train_ratio"
-            )
-        return train_loader, val_loader
+        sizes = (f"{split} tokens", f"{self.n_tokens - split} tokens")
+        return checked_loaders(train_loader, val_loader, *sizes, batch_size=batch_size, max_length=max_length)

@@ -150,14 +150,23 @@ def create_book_loaders(
     except ValueError as exc:
         raise ValueError(f"{exc} (training split of {len(train_data)} characters)") from None
     val_loader = create_dataloader_v1(val_data, drop_last=False, shuffle=False, **common)
+    sizes = (f"{len(train_data)} characters", f"{len(val_data)} characters")
+    return checked_loaders(train_loader, val_loader, *sizes, batch_size=batch_size, max_length=max_length)
+
+
+def checked_loaders(train_loader, val_loader, train_size: str, val_size: str, *, batch_size, max_length):
+    """The loaders, or an error when the training split fills no batch or the validation split no window.
+
+    ``train_size`` and ``val_size`` say how large each split is ("2,000 characters", "500 tokens").
+    """
     if len(train_loader) == 0:
         raise ValueError(
-            f"the training split ({len(train_data)} characters) yields no full batch of {batch_size} "
+            f"the training split ({train_size}) yields no full batch of {batch_size} "
             f"windows of {max_length} tokens: lower max_length/batch_size or raise train_ratio"
         )
     if len(val_loader) == 0:
         raise ValueError(
-            f"the validation split ({len(val_data)} characters) yields no window of {max_length} "
+            f"the validation split ({val_size}) yields no window of {max_length} "
             "tokens: lower max_length or train_ratio"
         )
     return train_loader, val_loader

@@ -131,10 +131,11 @@ def minutes(time_limit: str) -> int:
 
 @dataclass
 class Watcher:
-    """Polls `scontrol show job` during the run; interrupts pretraining once, mid-training."""
+    """Polls `scontrol show job` during the run; interrupts one training job once, mid-training."""
 
     workdir: Path
-    interrupt_log: Path  # the interrupted rule's log, where training reports its steps
+    interrupt_log: Path  # the interrupted job's log, where training reports its steps
+    comment: str = f"rule_{INTERRUPTED_RULE}"  # the job to interrupt, by the comment the plugin gives it
     records: dict[str, dict[str, str]] = field(default_factory=dict)
     signalled: str | None = None
     signalled_at_step: int | None = None
@@ -159,7 +160,7 @@ class Watcher:
         running = [
             job
             for job in self.records.values()
-            if job.get("Comment") == f"rule_{INTERRUPTED_RULE}" and job["JobState"] == "RUNNING"
+            if job.get("Comment") == self.comment and job["JobState"] == "RUNNING"
         ]
         if not running or not self.interrupt_log.is_file():
             return

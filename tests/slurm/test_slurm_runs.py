@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -25,8 +24,8 @@ import pytest
 
 from tests.workflow_helpers import TINY_RUN_NAMES, TINY_RUNS, prepare_tiny_study
 
-from .conftest import ACCOUNT, PARTITION, SnakemakeRun, parse_scontrol, slurm_logs
-from .test_slurm_pipeline import PROGRESS, parse_job_blocks
+from .conftest import ACCOUNT, PARTITION, SnakemakeRun, slurm_logs
+from .test_slurm_pipeline import PROGRESS, Watcher, parse_job_blocks
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(3600)]
 
@@ -36,49 +35,10 @@ MEASURED = ["wall_seconds", "tokens_per_second", "peak_rss_mb"]
 
 
 @dataclass
-class RunWatcher:
-    """Keeps every job's `scontrol show job` record; SIGTERMs the INTERRUPTED_RUN job once, mid-training."""
-
-    workdir: Path
-    records: dict[str, dict[str, str]] = field(default_factory=dict)
-    signalled: str | None = None
-    signalled_at_step: int | None = None
-
-    @property
-    def log(self) -> Path:
-        return self.workdir / "results" / "logs" / "runs" / f"{INTERRUPTED_RUN}.log"
-
-    def poll(self) -> None:
-        out = subprocess.run(
-            ["scontrol", "show", "job", "--oneliner"], capture_output=True, text=True, timeout=60
-        ).stdout
-        for line in out.splitlines():
-            job = parse_scontrol(line)
-            if job.get("WorkDir") == str(self.workdir):
-                self.records[job["JobId"]] = job
-        if self.signalled is None:
-            self._interrupt()
-
-    def _interrupt(self) -> None:
-        comment = f"rule_train_run_wildcards_{INTERRUPTED_RUN}"
-        running = [
-            j for j in self.records.values() if j.get("Comment") == comment and j["JobState"] == "RUNNING"
-        ]
-        if not running or not self.log.is_file():
-            return
-        steps = [int(step) for _epoch, step in PROGRESS.findall(self.log.read_text(errors="replace"))]
-        if not any(steps):
-            return
-        (job,) = running
-        subprocess.run(["scancel", "--signal=TERM", job["JobId"]], check=True, timeout=60)
-        self.signalled, self.signalled_at_step = job["JobId"], max(steps)
-
-
-@dataclass
 class SlurmRuns:
     workdir: Path
     run: SnakemakeRun
-    watch: RunWatcher
+    watch: Watcher
     logs: dict[str, list[str]]
 
 
@@ -86,7 +46,8 @@ class SlurmRuns:
 def slurm_runs(slurm_cluster, runs_study, tmp_path_factory) -> SlurmRuns:
     workdir = tmp_path_factory.mktemp("runs-slurm").resolve()
     config = prepare_tiny_study(workdir, runs=TINY_RUNS)
-    watch = RunWatcher(workdir)
+    log = workdir / "results" / "logs" / "runs" / f"{INTERRUPTED_RUN}.log"
+    watch = Watcher(workdir, interrupt_log=log, comment=f"rule_train_run_wildcards_{INTERRUPTED_RUN}")
     with ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(
             slurm_cluster.snakemake,
@@ -153,7 +114,7 @@ def test_a_run_killed_by_sigterm_is_retried_and_continues_from_its_checkpoint(sl
     assert watch.records[job_ids[-1]]["JobState"] == "COMPLETED"
     # The attempt that got SIGTERM saved a checkpoint and failed; Snakemake reported it, ran the rule again.
     assert "Error in rule train_run:" in slurm_runs.run.output + _job_logs(slurm_runs, INTERRUPTED_RUN)
-    log = watch.log.read_text(errors="replace")  # the retry's: it rewrites the log
+    log = watch.interrupt_log.read_text(errors="replace")  # the retry's: it rewrites the log
     work = f"results/runs/{INTERRUPTED_RUN}/work/"
     assert re.search(rf"continuing from intermediate checkpoint {re.escape(work)}latest-\w+\.pt", log), log[
         :2000
