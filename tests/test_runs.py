@@ -182,3 +182,23 @@ def test_a_corpus_variant_is_tokenized_once_and_streamed(tmp_path):
     assert second.returncode == 0, (second.stdout + second.stderr)[-5000:]
     assert "rule tokenize_corpus:" not in second.stdout + second.stderr
     assert "rule train_run:" in second.stdout + second.stderr
+
+
+def test_a_failing_run_loses_none_of_the_others(tmp_path):
+    """A run that fails at run time is retried (runs.retries), then given up; the other runs finish."""
+    workdir = tmp_path / "wf"
+    workdir.mkdir()
+    (workdir / "short.txt").write_text("Far too short a text to train on.\n")
+    variant = {"name": "short", "corpus": {"path": "short.txt"}}
+    config = prepare_tiny_study(workdir, runs={"seeds": [123], "variants": [variant], "threads": 1})
+    # One job at a time, the failing run first: the other run starts only after the failure.
+    first = ["--prioritize", "results/runs/short-seed123/checkpoint.pt", "--cores", "1"]
+    result = snakemake(workdir, "--configfile", str(config), *first, "--", "training_study", timeout=900)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert output.count("Error in rule train_run:") == 2  # the first attempt and its retry
+    assert output.index("Error in rule train_run:") < output.index("wildcards: run=book-seed123")
+    assert "yields no window" in (workdir / "results/logs/runs/short-seed123.log").read_text()
+    assert (workdir / "results/runs/book-seed123/checkpoint.pt").is_file()
+    assert not (workdir / "results/runs/short-seed123/checkpoint.pt").exists()
+    assert not (workdir / "results/runs/summary.csv").exists()
