@@ -123,7 +123,8 @@ def training_study_figure(summary, histories, baseline: str | None = None, confi
     title = f"Training study: {baseline}" + (
         f" and {others} variant{'s' if others > 1 else ''}" if others else ""
     )
-    title += f", seeds {', '.join(map(str, sorted(set(summary['seed']))))}"
+    seeds = sorted(set(summary["seed"]))
+    title += f", seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
     if book is None:
         title += "\n(the baseline does not have the book's settings: its printed losses are not shown)"
     suptitle(fig, title)
