@@ -1,7 +1,7 @@
 """A training study's analysis: the runs (variants × seeds) summarised, compared and set against the book.
 
 Each run of the study wrote ``history.csv``, ``samples.csv`` and ``metrics.json`` into its folder
-(:func:`gptlab.study.runs.train_run`). From them:
+(:func:`gptlab.study.runs.run_pretraining` with ``metrics``). From them:
 
 - :func:`summarize_runs`: one row per run (final, best and gap of the losses, speed, the run's
   settings) and each run's last sample, as two tables with their provenance;

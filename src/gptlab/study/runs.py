@@ -3,9 +3,9 @@
 Each function takes plain paths and settings, runs one step and writes its
 artifacts atomically:
 
-- ``run_pretraining``: corpus → final checkpoint, loss history, per-epoch samples; with a
-  :class:`Reference`, the same process then trains on in memory and writes that run too
-- ``train_run``: one run of a training study (variants × seeds): pretraining, and its metrics
+- ``run_pretraining``: corpus → final checkpoint, loss history, per-epoch samples (and, for each
+  run of a training study, its metrics); with a :class:`Reference`, the same process then trains
+  on in memory and writes that run too
 - ``run_resume``: checkpoint → one more epoch (exercise 5.4), checkpoint and history
 - ``verify_resume``: resumed vs uninterrupted run → a verification JSON
 """
@@ -91,17 +91,25 @@ def run_pretraining(
     threads: int | None = None,
     work_dir=None,
     reference: Reference | None = None,
+    metrics=None,
+    record: dict | None = None,
 ) -> TrainState:
     """Pretrain from scratch for ``config.num_epochs`` (continuing from ``work_dir`` when interrupted).
 
     With ``reference``, the process then trains ``reference.epochs`` more in memory and writes that
-    run there too, recording since when it was trained in memory. Returns the pretraining's state.
+    run there too, recording since when it was trained in memory. With ``metrics`` (a JSON path, as
+    each run of a training study has), the run's metrics go there with ``record`` (what names the
+    run: variant, seed, settings): see :func:`run_metrics`. Returns the pretraining's state.
     """
     then_epochs = reference.epochs if reference else 0
+    started = time.perf_counter()
     stages = _train(corpus, model_config, config, device, threads, work_dir, then_epochs=then_epochs)
     with contextlib.closing(stages):
         stop = next(stages)
+        wall_seconds = time.perf_counter() - started
         _write_run(stop, checkpoint, history, samples, run_name)
+        if metrics is not None:
+            write_json({"run": run_name, **(record or {}), **run_metrics(stop, wall_seconds)}, metrics)
         pretrained = TrainState.from_dict(stop.state.to_dict())  # a copy: the continuation trains on
         if reference is not None:
             written = {
@@ -138,47 +146,21 @@ def run_resume(
     return stop.state
 
 
-def train_run(
-    corpus,
-    checkpoint,
-    history,
-    samples,
-    metrics,
-    *,
-    name: str,
-    model_config: dict,
-    config: TrainConfig,
-    record: dict | None = None,
-    device: str = "auto",
-    threads: int | None = None,
-    work_dir=None,
-) -> dict:
-    """One run of a training study: pretraining as :func:`run_pretraining` does, and its metrics.
+def run_metrics(stop, wall_seconds: float) -> dict:
+    """A run's epochs and tokens seen, and this process's wall time, training speed and peak memory.
 
-    ``metrics`` (JSON) gets ``record`` (what names the run: variant, seed, settings), the run's
-    epochs and tokens seen, and this job's wall time, training speed and peak memory; a job that
-    continued an interrupted run counts only the tokens it trained itself.
+    A process that continued an interrupted run counts only the tokens it trained itself.
     """
-    started = time.perf_counter()
-    stages = _train(corpus, model_config, config, device, threads, work_dir)
-    with contextlib.closing(stages):
-        stop = next(stages)
-    wall_seconds = time.perf_counter() - started
-    _write_run(stop, checkpoint, history, samples, name)
-    state, since = stop.state, stop.in_memory_since
-    result = {
-        "run": name,
-        **(record or {}),
+    state = stop.state
+    return {
         "epochs": state.epoch,
         "tokens_seen": state.tokens_seen,
         "wall_seconds": round(wall_seconds, 3),
         "tokens_per_second": round((state.tokens_seen - stop.tokens_before) / wall_seconds, 1),
-        "continued_from_epoch": since["epoch"] if stop.tokens_before else None,
+        "continued_from_epoch": stop.in_memory_since["epoch"] if stop.tokens_before else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "machine": describe_machine(next(stop.model.parameters()).device),
     }
-    write_json(result, metrics)
-    return result
 
 
 def open_corpus(corpus):
