@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 
 from gptlab.experiments.figures import plot_training_study, training_study_figure
+from gptlab.experiments.stats import t_quantile
 from gptlab.experiments.training_study import (
     book_curve,
     book_is_typical,
     book_settings_differences,
     seed_spread,
     summarize_runs,
-    t_quantile,
     variant_changes,
     variant_effects,
 )

@@ -201,7 +201,12 @@ def notebook_digest(wildcards):
 
 # Training studies (config `runs`): every run of variants x seeds, planned and checked before any job.
 RUN_SECTIONS = ("model", "data", "training")
-RUN_OPTIONS = config.get("runs", {})
+# Without a `runs` section there is no study, but its settings still have the schema's defaults.
+RUN_OPTIONS = config.get("runs") or {
+    key: spec["default"]
+    for key, spec in CONFIG_SCHEMA["properties"]["runs"]["properties"].items()
+    if "default" in spec
+}
 
 
 def never_empty(names):
@@ -251,7 +256,7 @@ def variant_settings(variant, index):
 
 def plan_runs():
     """Every run of the study, by name: its variant, seed, settings and corpus."""
-    if not RUN_OPTIONS:
+    if "runs" not in config:
         return {}
     variants = [{"name": RUN_OPTIONS["baseline"]}, *RUN_OPTIONS["variants"]]
     names = [v["name"] for v in variants]

@@ -16,10 +16,10 @@ rule tokenize_corpus:
         corpus=never_empty(CORPORA),
     conda:
         "../../envs/torch.yaml"
-    threads: RUN_OPTIONS.get("threads", 1)
+    threads: RUN_OPTIONS["threads"]
     resources:
         mem_mb=2000,
-        runtime=RUN_OPTIONS.get("runtime", 15),
+        runtime=RUN_OPTIONS["runtime"],
     params:
         source=lambda wc: CORPORA[wc.corpus],
     script:
@@ -40,13 +40,13 @@ rule train_run:
         f"{BENCH}/runs/{{run}}.tsv"
     wildcard_constraints:
         run=never_empty(RUN_NAMES),
-    retries: RUN_OPTIONS.get("retries", 0)
+    retries: RUN_OPTIONS["retries"]
     conda:
         "../../envs/torch.yaml"
-    threads: RUN_OPTIONS.get("threads", 1)
+    threads: RUN_OPTIONS["threads"]
     resources:
         mem_mb=run_mem_mb,
-        runtime=RUN_OPTIONS.get("runtime", 15),
+        runtime=RUN_OPTIONS["runtime"],
         gpu=config["resources"]["gpu"],
     params:
         model=lambda wc: RUNS[wc.run]["model"],
@@ -83,7 +83,7 @@ rule summarize_runs:
             for name, run in RUNS.items()
         ],
         variants=VARIANT_NAMES,
-        baseline=RUN_OPTIONS.get("baseline"),
+        baseline=RUN_OPTIONS["baseline"],
     script:
         "../scripts/summarize_runs.py"
 
@@ -104,6 +104,6 @@ rule plot_training_study:
     conda:
         "../../envs/torch.yaml"
     params:
-        baseline=RUN_OPTIONS.get("baseline"),
+        baseline=RUN_OPTIONS["baseline"],
     script:
         "../scripts/plot_training_study.py"

@@ -25,6 +25,7 @@ import torch
 from ..generation import TOY_INVERSE_VOCAB, TOY_NEXT_TOKEN_LOGITS, TOY_VOCAB, softmax_with_temperature
 from ..io import write_table
 from .common import describe_models
+from .stats import bisect
 
 BOOK_TEMPERATURES = (1.0, 0.1, 5.0)
 BOOK_PIZZA_COUNTS = {1.0: 0, 0.1: 0, 5.0: 32}
@@ -140,23 +141,12 @@ def _binom_cdf(k: int, n: int, p: float) -> float:
     return min(1.0, float(math.exp(m) * np.exp(terms - m).sum()))
 
 
-def _bisect(f, lo=0.0, hi=1.0, iters=60) -> float:
-    """Root of a decreasing function ``f`` on [lo, hi] (60 halvings: below 1e-18)."""
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        if f(mid) > 0:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
-
-
 def clopper_pearson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Exact (Clopper-Pearson) interval, by inverting the binomial CDF with bisection."""
     _check_binomial(k, n, confidence)
     alpha = 1 - confidence
-    lower = 0.0 if k == 0 else _bisect(lambda p: alpha / 2 - (1 - _binom_cdf(k - 1, n, p)))
-    upper = 1.0 if k == n else _bisect(lambda p: _binom_cdf(k, n, p) - alpha / 2)
+    lower = 0.0 if k == 0 else bisect(lambda p: alpha / 2 - (1 - _binom_cdf(k - 1, n, p)))
+    upper = 1.0 if k == n else bisect(lambda p: _binom_cdf(k, n, p) - alpha / 2)
     return lower, upper
 
 
