@@ -156,6 +156,16 @@ class Watcher:
             # query, truncates the log.
             self.first_attempt_log = self.interrupt_log.read_text(encoding="utf-8", errors="replace")
 
+    def run(self, cluster, *args, **options) -> SnakemakeRun:
+        """``cluster.snakemake(self.workdir, *args, **options)``, polled every second while it runs."""
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            future = pool.submit(cluster.snakemake, self.workdir, *args, **options)
+            while not future.done():
+                self.poll()
+                time.sleep(1)
+            self.poll()
+            return future.result()
+
     def _interrupt(self) -> None:
         running = [
             job
@@ -232,22 +242,15 @@ def study(slurm_cluster, tiny_study, tmp_path_factory) -> SlurmStudy:
     )
 
     watch = Watcher(workdir=workdir, interrupt_log=workdir / declared[INTERRUPTED_RULE].log)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(
-            slurm_cluster.snakemake,
-            workdir,
-            "--verbose",  # the plugin logs each sbatch command line
-            "--configfile",
-            str(config),
-            *(["--set-resources", *capped] if capped else []),
-            timeout=RUN_TIMEOUT,
-            max_threads=max_threads,
-        )
-        while not future.done():
-            watch.poll()
-            time.sleep(1)
-        watch.poll()
-        run = future.result()
+    run = watch.run(
+        slurm_cluster,
+        "--verbose",  # the plugin logs each sbatch command line
+        "--configfile",
+        str(config),
+        *(["--set-resources", *capped] if capped else []),
+        timeout=RUN_TIMEOUT,
+        max_threads=max_threads,
+    )
     attempts: dict[str, list[Job]] = {}
     for job in parse_job_blocks(run.output):
         attempts.setdefault(job.key, []).append(job)

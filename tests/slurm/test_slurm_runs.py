@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,22 +46,10 @@ def slurm_runs(slurm_cluster, runs_study, tmp_path_factory) -> SlurmRuns:
     config = prepare_tiny_study(workdir, runs=TINY_RUNS)
     log = workdir / "results" / "logs" / "runs" / f"{INTERRUPTED_RUN}.log"
     watch = Watcher(workdir, interrupt_log=log, comment=f"rule_train_run_wildcards_{INTERRUPTED_RUN}")
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(
-            slurm_cluster.snakemake,
-            workdir,
-            "--verbose",
-            "--configfile",
-            str(config),
-            "--",  # the target, not one more config file
-            "training_study",
-            timeout=RUN_TIMEOUT,
-        )
-        while not future.done():
-            watch.poll()
-            time.sleep(1)
-        watch.poll()
-        run = future.result()
+    # "--" ends the config files: the target follows.
+    run = watch.run(
+        slurm_cluster, "--verbose", "--configfile", str(config), "--", "training_study", timeout=RUN_TIMEOUT
+    )
     assert run.returncode == 0, f"the training study failed on SLURM:\n{run.output[-8000:]}"
     return SlurmRuns(workdir, run, watch, slurm_logs(workdir))
 
