@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,21 +39,66 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tests.workflow_helpers import prepare_tiny_study, snakemake  # noqa: E402
+from tests.workflow_helpers import (  # noqa: E402
+    TINY_GPT2_SHAPES,
+    WORKFLOW_FILES,
+    prepare_tiny_study,
+    snakemake,
+)
 
 SMOKE_TARGET = "results/data/corpus.txt"
 MISSING = re.compile(r"(?:No rule to produce|MissingInputException.*?files?:?)\s+(\S+)", re.S)
 
 
-def scratch_workflow(root: Path, configfile: str) -> tuple[Path, Path]:
+def scratch_workflow(
+    root: Path, configfile: str, revision: str | None = None, mirror: Path | None = None
+) -> tuple[Path, Path]:
     """A fresh copy of the workflow and the tests' offline version of ``configfile``.
 
     As in the integration tests: the corpus is The Verdict (or a generated text when it is
     absent) and GPT-2 comes from a ``file://`` mirror of synthetic releases in OpenAI's layout,
-    fetched by the real download code.
+    fetched by the real download code: the tiny shapes, or ``mirror`` (e.g. :func:`real_mirror`).
+    With ``revision``, the workflow (and its library) is that git revision's, not the checkout's.
     """
     workdir = root / "wf"
-    return workdir, prepare_tiny_study(workdir, base=configfile)
+    source = export_revision(revision, root / "source") if revision else REPO
+    return workdir, prepare_tiny_study(workdir, base=configfile, source=source, mirror=mirror)
+
+
+def export_revision(revision: str, dest: Path) -> Path:
+    """The workflow's files as of git ``revision``, written to ``dest`` (``git archive``)."""
+    listed = subprocess.run(
+        ["git", "ls-tree", "--name-only", revision], cwd=REPO, capture_output=True, text=True
+    )
+    if listed.returncode != 0:
+        raise SystemExit(f"--revision {revision}: not a revision of {REPO} ({listed.stderr.strip()})")
+    names = [n for n in listed.stdout.split() if n in WORKFLOW_FILES]
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", revision, *names], cwd=REPO, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
+
+
+def real_mirror(folder: Path) -> Path:
+    """A mirror of synthetic releases at OpenAI's real shapes, one per size of the tiny study.
+
+    Same layout and download path as OpenAI's (the 1558M release is 6.2 GB): what the default
+    study's download, conversion, evaluation and generation jobs really cost, without the real
+    weights. Written once and reused; a release is rewritten when its shape differs or when
+    its writing was interrupted (the marker file is written last).
+    """
+    from gptlab.gpt2 import GPT2_HPARAMS
+    from gptlab.testing import write_synthetic_gpt2_checkpoint
+
+    for size, tiny in TINY_GPT2_SHAPES.items():
+        hparams, done = GPT2_HPARAMS[size], folder / size / "complete.json"
+        if done.is_file() and json.loads(done.read_text()) == hparams:
+            continue
+        print(f"writing a synthetic {size} release at OpenAI's shape into {folder / size} ...", flush=True)
+        shutil.rmtree(folder / size, ignore_errors=True)
+        write_synthetic_gpt2_checkpoint(folder / size, **hparams, seed=tiny["seed"])
+        done.write_text(json.dumps(hparams))
+    return folder
 
 
 def producible(targets: list[str], configfile: str, cores: int) -> tuple[list[str], list[str]]:
@@ -105,11 +151,41 @@ def job_times(records_dir: Path) -> list[dict]:
                 "job_s": rec["end"] - rec["start"],
                 "startup_s": rec["ready"] - rec["start"] + kernel["kernel_s"],
                 "start": rec["start"],
+                "end": rec["end"],
                 "script_startup_s": rec["ready"] - rec["start"],
                 **kernel,
+                "input": rec.get("input", []),
+                "output": rec.get("output", []),
             }
         )
     return jobs
+
+
+def critical_path(jobs: list[dict]) -> list[dict]:
+    """The DAG's longest chain of jobs, by their measured seconds: the wall time with unlimited cores.
+
+    A job depends on the jobs whose outputs (files, or folders holding them) it reads. Jobs are
+    taken in the order they started, which puts every job after the jobs it depends on.
+    """
+    producer = {out: i for i, job in enumerate(jobs) for out in job["output"]}
+
+    def made_by(path: str) -> int | None:
+        for candidate in [path, *(str(parent) for parent in Path(path).parents)]:
+            if candidate in producer:
+                return producer[candidate]
+        return None
+
+    finish: dict[int, float] = {}
+    before: dict[int, int | None] = {}
+    for i in sorted(range(len(jobs)), key=lambda k: jobs[k]["start"]):
+        inputs = {made_by(path) for path in jobs[i]["input"]} - {None, i}
+        before[i] = max(inputs, key=finish.__getitem__, default=None)
+        finish[i] = jobs[i]["job_s"] + (finish[before[i]] if before[i] is not None else 0.0)
+    chain, last = [], max(finish, key=finish.__getitem__, default=None)
+    while last is not None:
+        chain.append(jobs[last])
+        last = before[last]
+    return chain[::-1]
 
 
 def by_rule(jobs: list[dict]) -> dict[str, dict]:
@@ -127,10 +203,17 @@ def by_rule(jobs: list[dict]) -> dict[str, dict]:
     return rules
 
 
-def run_once(configfile: str, cores: int, targets: list[str], timeout: int) -> dict:
+def run_once(
+    configfile: str,
+    cores: int,
+    targets: list[str],
+    timeout: int,
+    revision: str | None = None,
+    mirror: Path | None = None,
+) -> dict:
     # Targets go first: --configfile takes every value that follows it.
     with tempfile.TemporaryDirectory(prefix="bench-dag-") as tmp:
-        workdir, config = scratch_workflow(Path(tmp), configfile)
+        workdir, config = scratch_workflow(Path(tmp), configfile, revision, mirror)
         records = Path(tmp) / "startup"
         records.mkdir()
         saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "GPTLAB_BENCH_STARTUP")}
@@ -159,6 +242,7 @@ def run_once(configfile: str, cores: int, targets: list[str], timeout: int) -> d
             "jobs": jobs,
             "count": int(count.group(1)) if count else 0,
             "first_job_s": first,
+            "critical_path": critical_path(jobs),
         }
 
 
@@ -188,6 +272,10 @@ def rows_of(results: list[dict], label: str) -> list[dict]:
     if whole:
         for metric in ("job_s", "startup_s", "startup_share"):
             rows.append(row("workflow", metric, [w[metric] for w in whole], targets=label))
+    paths = [r["critical_path"] for r in results]
+    rows.append(
+        row("workflow", "critical_path_s", [sum(j["job_s"] for j in p) for p in paths], targets=label)
+    )
     per_run = [by_rule(r["jobs"]) for r in results]
     for rule in sorted({name for rules in per_run for name in rules}):
         found = [rules[rule] for rules in per_run if rule in rules]
@@ -195,6 +283,8 @@ def rows_of(results: list[dict], label: str) -> list[dict]:
             rows.append(
                 row(f"rule:{rule}", metric, [f[metric] for f in found], targets=label, jobs=found[0]["jobs"])
             )
+        on_path = [sum(j["job_s"] for j in p if j["rule"] == rule) for p in paths]
+        rows.append(row(f"rule:{rule}", "critical_path_s", on_path, targets=label, jobs=found[0]["jobs"]))
     return rows
 
 
@@ -212,13 +302,35 @@ def print_table(rows: list[dict]) -> None:
             f"job seconds {whole['job_s']:.1f}, of which start-up {whole['startup_s']:.1f} "
             f"({100 * whole['startup_share']:.0f} %)"
         )
-    print(f"\n{'rule':<28} {'jobs':>4} {'job s':>8} {'share':>7} {'start-up s':>11} {'start-up share':>15}")
+    print(
+        f"critical path {whole['critical_path_s']:.1f} s: the longest chain of jobs, "
+        "the wall time with unlimited cores"
+    )
+    print(
+        f"\n{'rule':<28} {'jobs':>4} {'job s':>8} {'share':>7} {'start-up s':>11} {'start-up share':>15}"
+        f" {'on critical path s':>19}"
+    )
     for name, t in sorted(table.items(), key=lambda kv: -kv[1]["job_s"]):
         print(
             f"{name.removeprefix('rule:'):<28} {t['jobs']:>4.0f} {t['job_s']:>8.1f} "
             f"{100 * t['share_of_jobs']:>6.1f}% {t['startup_s']:>11.1f} {100 * t['startup_share']:>14.0f}%"
+            f" {t['critical_path_s']:>19.1f}"
         )
     print("(medians over runs; a job's seconds run from its process's start to its exit)")
+
+
+def print_critical_path(chain: list[dict]) -> None:
+    print("\ncritical path of the last run:")
+    for job in chain:
+        print(f"  {job['rule']:<28} {job['job_s']:>8.1f} s  -> {', '.join(job['output'][:1])}")
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+
+def resolve(revision: str) -> str:
+    return git("rev-parse", revision) or revision
 
 
 def main(argv=None) -> int:
@@ -232,6 +344,21 @@ def main(argv=None) -> int:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per run")
     parser.add_argument("--out", type=Path, help="CSV (default results/bench/dag.csv; smoke: dag_smoke.csv)")
+    parser.add_argument(
+        "--gpt2-shapes",
+        choices=("tiny", "real"),
+        default="tiny",
+        help="synthetic GPT-2 releases at the tiny study's shapes (default) or at OpenAI's real ones",
+    )
+    parser.add_argument(
+        "--mirror",
+        type=Path,
+        default=REPO / "results" / "bench" / "gpt2-real-mirror",
+        help="where the real-shape releases are written once and reused (about 7 GB)",
+    )
+    parser.add_argument(
+        "--revision", help="time the workflow of this git revision (e.g. an older commit) instead"
+    )
     args = parser.parse_args(argv)
     args.out = args.out or REPO / "results" / "bench" / ("dag_smoke.csv" if args.smoke else "dag.csv")
     runs = args.runs or (1 if args.smoke else 3)
@@ -253,10 +380,11 @@ def main(argv=None) -> int:
             return 0
         label = " ".join(targets)
 
+    mirror = real_mirror(args.mirror) if args.gpt2_shapes == "real" else None
     load_before = os.getloadavg()
     results = []
     for i in range(runs):
-        res = run_once(args.configfile, args.cores, targets, args.timeout)
+        res = run_once(args.configfile, args.cores, targets, args.timeout, args.revision, mirror)
         print(f"run {i + 1}/{runs}: {res['wall_s']:.1f} s, {res['count']} jobs", flush=True)
         results.append(res)
 
@@ -266,9 +394,24 @@ def main(argv=None) -> int:
 
     rows = rows_of(results, label)
     print_table(rows)
-    jobs = [{"run": i, **job} for i, r in enumerate(results) for job in r["jobs"]]
-    pd.DataFrame(jobs).to_csv(args.out.with_name(args.out.stem + "_jobs.csv"), index=False)
-    meta = {"benchmark": "tiny-config workflow wall time", "configfile": args.configfile, "cores": args.cores}
+    jobs = [
+        {"run": i, **job, "on_critical_path": any(job is j for j in r["critical_path"])}
+        for i, r in enumerate(results)
+        for job in r["jobs"]
+    ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(jobs).drop(columns=["input", "output"]).to_csv(
+        args.out.with_name(args.out.stem + "_jobs.csv"), index=False
+    )
+    print_critical_path(results[-1]["critical_path"])
+    meta = {
+        "benchmark": "workflow wall time",
+        "configfile": args.configfile,
+        "cores": args.cores,
+        "gpt2_shapes": args.gpt2_shapes,
+        "revision": resolve(args.revision or "HEAD"),
+        "uncommitted_changes": args.revision is None and bool(git("status", "--porcelain")),
+    }
     meta["load_average"] = {"before": load_before, "after": os.getloadavg()}
     write_table(pd.DataFrame(rows), args.out, {**meta, "targets": label, "runs": runs})
     print(f"\nwrote {args.out}")

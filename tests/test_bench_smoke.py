@@ -146,6 +146,8 @@ import json, sys, time
 class Job:
     rule = "fake_rule"
     log = [sys.argv[1]]
+    input = ["results/a.txt"]
+    output = ["results/b.txt"]
 snakemake = Job()
 time.sleep(0.2)  # stands for the imports
 sys.stdout = open(snakemake.log[0], "w")
@@ -174,6 +176,7 @@ def test_startup_probe_times_a_job_up_to_its_log(tmp_path):
     (record,) = [json.loads(p.read_text()) for p in records.glob("*.json")]
     assert record["kind"] == "script" and record["script"] == "fake" and record["rule"] == "fake_rule"
     assert record["start"] < record["ready"] < record["end"]
+    assert record["input"] == ["results/a.txt"] and record["output"] == ["results/b.txt"]
     jobs = _bench_dag().job_times(records)
     assert [j["rule"] for j in jobs] == ["fake_rule"]
     assert 0.2 <= jobs[0]["startup_s"] < jobs[0]["job_s"]  # the sleep before the log counts as start-up
@@ -195,11 +198,34 @@ def test_startup_shares_per_rule_add_kernels_to_their_reports(tmp_path):
         dict(jobs=2, job_s=8.0, startup_s=2.0, share_of_jobs=8 / 18, startup_share=0.25)
     )
     assert rules["render_report"]["startup_s"] == pytest.approx(3.0)  # its own 1 s and its kernel's 2 s
-    rows = bench_dag.rows_of(
-        [{"wall_s": 12.0, "count": 3, "first_job_s": 0.5, "jobs": bench_dag.job_times(tmp_path)}], "all"
-    )
+    jobs = bench_dag.job_times(tmp_path)
+    run = {"wall_s": 12.0, "count": 3, "first_job_s": 0.5, "jobs": jobs, "critical_path": jobs[:1]}
+    rows = bench_dag.rows_of([run], "all")
     share = [r for r in rows if r["variant"] == "workflow" and r["metric"] == "startup_share"]
     assert share[0]["median"] == pytest.approx(5 / 18)
+
+
+def test_critical_path_is_the_longest_chain_of_dependent_jobs():
+    """Jobs linked by their files: the chain with the most seconds, not the longest job or the most jobs."""
+
+    def job(rule, start, seconds, inputs, outputs):
+        return dict(rule=rule, start=start, job_s=seconds, input=inputs, output=outputs)
+
+    jobs = [
+        job("download", 0, 5, [], ["results/data/corpus.txt"]),
+        job("fetch_weights", 0, 30, [], ["results/gpt2/124M"]),  # a folder output
+        job("evaluate", 30, 10, ["results/gpt2/124M/model.st", "results/data/corpus.txt"], ["e.csv"]),
+        job("pretrain", 5, 50, ["results/data/corpus.txt"], ["results/pretrain/checkpoint.pt"]),
+        job("tokenize", 5, 1, ["results/data/corpus.txt"], ["t.bin"]),
+        job("count", 6, 1, ["t.bin"], ["c.txt"]),
+        job("report", 60, 2, ["e.csv", "results/pretrain/checkpoint.pt", "c.txt"], ["r.html"]),
+    ]
+    chain = _bench_dag().critical_path(jobs)
+    assert [j["rule"] for j in chain] == ["download", "pretrain", "report"]  # 57 s, not 30 + 10 + 2
+    jobs[3]["job_s"] = 20  # now the weights' chain is longer, through a file inside a folder output
+    chain = _bench_dag().critical_path(jobs)
+    assert [j["rule"] for j in chain] == ["fetch_weights", "evaluate", "report"]
+    assert _bench_dag().critical_path([]) == []
 
 
 # Job start-up: jobs that need no torch do not import it (torch's import is most of a job's start-up).

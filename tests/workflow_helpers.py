@@ -35,11 +35,13 @@ TINY_RUN_NAMES = [f"{v}-seed{s}" for v in ("book", "no-dropout") for s in TINY_R
 WORKFLOW_FILES = ("Snakefile", "config", "workflow", "envs", "src", "profiles")
 
 
-def copy_workflow(dest: Path) -> Path:
-    """Copy what the workflow needs (not results/ or .venv) to ``dest``."""
+def copy_workflow(dest: Path, source: Path = REPO) -> Path:
+    """Copy what the workflow needs (not results/ or .venv) from ``source`` to ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in WORKFLOW_FILES:
-        src = REPO / name
+        src = source / name
+        if not src.exists() and not src.is_symlink():
+            continue  # an older revision may lack a folder (e.g. profiles/)
         if src.is_symlink():
             (dest / name).symlink_to(src.readlink())
         elif src.is_dir():
@@ -49,8 +51,8 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
-def write_config(path: Path, base: str = "config/test.yaml", **sections) -> Path:
-    """A config file: ``base`` from the repo with ``sections`` merged in (one level deep)."""
+def write_config(path: Path, base: str | Path = "config/test.yaml", **sections) -> Path:
+    """A config file: ``base`` (in the repo, or absolute) with ``sections`` merged in, one level deep."""
     config = yaml.safe_load((REPO / base).read_text())
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):
@@ -62,17 +64,24 @@ def write_config(path: Path, base: str = "config/test.yaml", **sections) -> Path
 
 
 def prepare_tiny_study(
-    workdir: Path, corpus_text: str | None = None, base: str = "config/test.yaml", **sections
+    workdir: Path,
+    corpus_text: str | None = None,
+    base: str = "config/test.yaml",
+    source: Path = REPO,
+    mirror: Path | None = None,
+    **sections,
 ) -> Path:
     """Copy the workflow to ``workdir`` and write its tiny offline config; return the config path.
 
     The corpus is The Verdict from ``../shared/data`` when present, else a generated text
     (or ``corpus_text``). GPT-2 comes from a ``file://`` mirror of synthetic releases, fetched
-    by the real download code. ``sections`` are merged into ``base`` (a config in the repository).
+    by the real download code: the tiny shapes written into ``workdir``, or ``mirror`` (a folder
+    with a release per size of :data:`TINY_GPT2_SHAPES`). ``sections`` are merged into ``base``
+    (a config in ``source``, the checkout whose workflow is copied).
     """
     from gptlab.testing import write_synthetic_gpt2_checkpoint
 
-    copy_workflow(workdir)
+    copy_workflow(workdir, source)
     verdict = REPO.parent / "shared" / "data" / "the-verdict.txt"
     if corpus_text is None and verdict.is_file():
         # A copy in the study's folder, named relative to it: tests may edit it (or a copy of the
@@ -85,11 +94,12 @@ def prepare_tiny_study(
         path = workdir / "corpus.txt"
         path.write_text(corpus_text or make_text(4000))
         corpus = {"local_path": str(path), "sha256": None}
-    mirror = workdir / "gpt2-mirror"
-    for size, shape in TINY_GPT2_SHAPES.items():
-        write_synthetic_gpt2_checkpoint(mirror / size, **shape)
+    if mirror is None:
+        mirror = workdir / "gpt2-mirror"
+        for size, shape in TINY_GPT2_SHAPES.items():
+            write_synthetic_gpt2_checkpoint(mirror / size, **shape)
     gpt2 = {"sizes": list(TINY_GPT2_SHAPES), "base_urls": [mirror.as_uri()], "check_known_sizes": False}
-    return write_config(workdir / "study.yaml", base, corpus=corpus, gpt2=gpt2, **sections)
+    return write_config(workdir / "study.yaml", source / base, corpus=corpus, gpt2=gpt2, **sections)
 
 
 def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:

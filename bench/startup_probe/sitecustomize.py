@@ -6,7 +6,8 @@ at the start of every process of the benchmarked run. It records nothing except 
 
 - Snakemake's script jobs (``python .snakemake/scripts/tmpXXXX.<script>.py``): the
   process's start, the moment the job opens its log for writing (every workflow
-  script does so as its first line of work, right after its imports) and its exit;
+  script does so as its first line of work, right after its imports), its exit, and
+  its input and output files (which give the DAG's edges);
 - notebook kernels (``ipykernel_launcher``): the process's start and the moment it
   first opens a table (``.csv``/``.json`` under a ``results/`` folder): the report
   notebooks start with their parameters and imports, then read the artifacts, so
@@ -109,6 +110,11 @@ class _Probe:
 
     def at_exit(self) -> None:
         self.record["end"] = time.time()
+        job = getattr(sys.modules.get("__main__"), "snakemake", None)
+        if job is not None:  # the job's files link it to the jobs before and after it
+            self.record["rule"] = self.record["rule"] or job.rule
+            self.record["input"] = [str(f) for f in getattr(job, "input", ())]
+            self.record["output"] = [str(f) for f in getattr(job, "output", ())]
         try:
             self.write()
         except OSError:
