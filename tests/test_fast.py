@@ -227,14 +227,6 @@ def test_study_passes_the_fast_switch_to_training(tmp_path, tiny_config, small_t
         assert bool(saved["optimizer_state_dict"]["param_groups"][0]["fused"]) is mode
 
 
-def bf16_kernels():
-    """Fast mode's bf16 context on any CPU (bf16 is emulated where not native: slow, still correct)."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
-    stack.enter_context(fast.BF16Kernels())
-    return stack
-
-
 def test_chunked_cross_entropy_matches_the_float32_loss_and_gradient():
     torch.manual_seed(0)
     rows = 2 * fast.LOSS_CHUNK_ROWS + 5  # a short last chunk
@@ -242,9 +234,7 @@ def test_chunked_cross_entropy_matches_the_float32_loss_and_gradient():
     targets = torch.randint(0, 300, (rows,))
     want = torch.nn.functional.cross_entropy(logits.float(), targets)
     (want_grad,) = torch.autograd.grad(want, logits)
-    with bf16_kernels():
-        got = torch.nn.functional.cross_entropy(logits, targets)
-    assert type(got.grad_fn).__name__ == "_ChunkedCrossEntropyBackward"  # really rerouted
+    got = fast._ChunkedCrossEntropy.apply(logits, targets)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
     (3 * got).backward()  # an upstream gradient other than 1 scales it
@@ -252,15 +242,23 @@ def test_chunked_cross_entropy_matches_the_float32_loss_and_gradient():
     torch.testing.assert_close(logits.grad.float(), 3 * want_grad.float(), rtol=0.01, atol=1e-6)
 
 
-def test_other_cross_entropy_calls_are_left_alone():
-    logits = torch.randn(6, 10).bfloat16().requires_grad_()
-    targets = torch.tensor([1, 2, -100, 3, 4, 5])  # an ignored target
-    with bf16_kernels():
-        ignored = torch.nn.functional.cross_entropy(logits, targets)
-        summed = torch.nn.functional.cross_entropy(logits, targets.clamp(min=0), reduction="sum")
-    assert type(ignored.grad_fn).__name__ != "_ChunkedCrossEntropyBackward"
-    assert type(summed.grad_fn).__name__ != "_ChunkedCrossEntropyBackward"
-    torch.testing.assert_close(ignored, torch.nn.functional.cross_entropy(logits.float(), targets))
+def test_fast_loss_is_the_books_computed_in_chunks_on_the_cpu(tiny_config):
+    from gptlab.losses import calc_loss_batch
+
+    exact, quick = pair(tiny_config)
+    x, y = torch.randint(0, 1000, (3, 30)), torch.randint(0, 1000, (3, 30))  # 90 rows: 3 chunks
+    exact.eval(), quick.eval()
+    want = calc_loss_batch(x, y, exact, "cpu")
+    (want_grad,) = torch.autograd.grad(want, exact.out_head.weight)
+    got = fast.calc_loss_batch(x, y, quick, "cpu")
+    assert type(got.grad_fn).__name__ == "_ChunkedCrossEntropyBackward"  # really chunked
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    (got_grad,) = torch.autograd.grad(got, quick.out_head.weight)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-4, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # emulated where not native: slow, still correct
+        low = fast.calc_loss_batch(x, y, quick, "cpu")
+    assert type(low.grad_fn).__name__ == "_ChunkedCrossEntropyBackward" and low.dtype == torch.float32
+    torch.testing.assert_close(low, want, rtol=0, atol=0.05)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -271,27 +269,32 @@ def test_token_losses_match_cross_entropy(dtype):
     torch.testing.assert_close(fast.token_losses(logits, targets), want, rtol=0, atol=1e-5)
 
 
-def test_dropout_attention_is_the_books_and_draws_as_the_book_does():
+def test_fast_dropout_attention_is_the_books_and_draws_as_the_book_does():
+    """Training on the CPU, fast attention with dropout computes the book's and draws its masks."""
+    from gptlab.model import MultiHeadAttention
+
     torch.manual_seed(0)
-    q, k, v = (torch.randn(2, 3, 16, 8) for _ in range(3))
-    no_dropout = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-    torch.testing.assert_close(fast._causal_attention(q, k, v, 0.0), no_dropout, rtol=0, atol=1e-6)
-    # The same RNG draws as the book's nn.Dropout on the (b, h, n, n) attention weights: the data
-    # order, drawn from the same generator later, stays the book's.
+    book = MultiHeadAttention(24, 24, context_length=16, dropout=0.1, num_heads=3)
+    quick = MultiHeadAttention(24, 24, context_length=16, dropout=0.1, num_heads=3)
+    quick.load_state_dict(book.state_dict())
+    quick.fast = True
+    x = torch.randn(2, 16, 24)
     torch.manual_seed(1)
-    torch.nn.Dropout(0.1)(torch.ones(2, 3, 16, 16))
+    want = book(x)
     book_state = torch.get_rng_state()
     torch.manual_seed(1)
-    with bf16_kernels():
-        got = torch.nn.functional.scaled_dot_product_attention(
-            q.bfloat16(), k.bfloat16(), v.bfloat16(), dropout_p=0.1, is_causal=True
-        )
+    got = quick(x)
+    # The same mask, on the weights: the same output; the same draws: the data order, drawn from
+    # the same generator later, stays the book's.
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
     assert torch.equal(torch.get_rng_state(), book_state)
-    assert got.dtype == torch.bfloat16
-    # Dropout on the weights, inverted scaling: the mean over many draws is the output without it.
-    many = fast._causal_attention(q[:1, :1].expand(4000, -1, -1, -1), k[:1, :1], v[:1, :1], 0.5)
-    assert not torch.allclose(many[0], no_dropout[0, 0], atol=1e-3)
-    torch.testing.assert_close(many.mean(0)[0], no_dropout[0, 0], rtol=0, atol=0.05)
+    assert not torch.allclose(got, quick.eval()(x), atol=1e-3)  # dropout did act
+    quick.train()
+    torch.manual_seed(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = quick(x)
+    assert low.dtype == torch.bfloat16 and torch.equal(torch.get_rng_state(), book_state)
+    torch.testing.assert_close(low.float(), want, rtol=0, atol=0.1)
 
 
 def test_kept_memory_is_reused_without_page_faults(monkeypatch, tiny_config):

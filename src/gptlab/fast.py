@@ -9,10 +9,11 @@ dropout semantics or the initialisation:
   162 parameter tensors;
 - forward passes run under bf16 autocast where the hardware computes bf16
   natively (CUDA with bf16 support; CPUs with AVX512-BF16 or AMX), float32
-  elsewhere; under it, the cross-entropy reads the bf16 logits in chunks
-  (float32 within each chunk, no float32 copy of the 50,257-wide logits) and
-  attention with dropout runs in bf16 without the generic fallback kernel
-  (:class:`BF16Kernels`);
+  elsewhere; on the CPU the training loss (:func:`calc_loss_batch`) reads
+  the logits in chunks (float32 within each chunk, no float32 copy of the
+  50,257-wide bf16 logits), and attention with dropout runs as the book's
+  operations, in bf16 under autocast, instead of PyTorch's generic fallback
+  (``GPTModel.set_fast``);
 - on the CPU, freed memory is kept for reuse (:func:`keep_freed_memory`): each
   step allocates and frees the same gigabyte of gradients, casts and logits,
   which otherwise the system maps, zeroes and faults in anew every step;
@@ -23,7 +24,7 @@ dropout semantics or the initialisation:
 
     model, optimizer, autocast = fast_training(model, dict(lr=4e-4, weight_decay=0.1))
     with autocast():
-        loss = calc_loss_batch(x, y, model, device)
+        loss = fast.calc_loss_batch(x, y, model, device)
     loss.backward()
 """
 
@@ -33,14 +34,10 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
-import math
 from typing import NamedTuple
 
 import torch
 from torch.nn import functional as F
-from torch.overrides import TorchFunctionMode
-
-from .losses import calc_loss_batch
 
 LOSS_CHUNK_ROWS = 32  # rows of logits per float32 chunk: 32 x 50,257 floats = 6.4 MB
 
@@ -71,13 +68,12 @@ def bf16_supported(device) -> bool:
     return False
 
 
-def autocast_context(device, bf16: bool | None = None, kernels: bool = True):
+def autocast_context(device, bf16: bool | None = None):
     """A zero-argument factory of the autocast context for forward passes on ``device``.
 
     ``bf16=None`` picks bf16 when :func:`bf16_supported`; ``False`` gives a
     no-op context (float32 throughout); ``True`` insists, and raises on
-    hardware that would only emulate it. With bf16, ``kernels`` also routes
-    the loss and dropout attention to :class:`BF16Kernels`.
+    hardware that would only emulate it.
     """
     kind = _device_type(device)
     if bf16 is None:
@@ -88,15 +84,7 @@ def autocast_context(device, bf16: bool | None = None, kernels: bool = True):
         )
     if not bf16:
         return contextlib.nullcontext
-    if not kernels:
-        return functools.partial(torch.autocast, device_type=kind, dtype=torch.bfloat16)
-    return functools.partial(_bf16_autocast, kind)
-
-
-@contextlib.contextmanager
-def _bf16_autocast(device_type: str):
-    with torch.autocast(device_type=device_type, dtype=torch.bfloat16), BF16Kernels():
-        yield
+    return functools.partial(torch.autocast, device_type=kind, dtype=torch.bfloat16)
 
 
 def _row_chunks(n: int, rows: int = LOSS_CHUNK_ROWS):
@@ -141,7 +129,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         for rows in _row_chunks(n):
             chunk, lse, losses[rows] = _chunk_losses(logits, targets, rows)
             if grad is not None:
-                probs = chunk.sub_(lse).exp_()
+                probs = (chunk - lse).exp_()  # a new tensor: float32 logits would be a view
                 probs.scatter_add_(1, targets[rows, None], torch.full_like(lse, -1.0))
                 grad[rows] = probs.div_(n)
         ctx.save_for_backward(grad)
@@ -153,71 +141,6 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         if torch.equal(grad_output, torch.ones_like(grad_output)):  # loss.backward(): no extra pass
             return grad, None
         return grad * grad_output, None
-
-
-def _causal_attention(q, k, v, dropout_p: float):
-    """The book's attention (causal mask, softmax of scores / sqrt(d), dropout on the weights) in q's dtype.
-
-    With dropout the fused CPU kernel does not apply and PyTorch falls back
-    to a generic implementation that builds the mask, checks for fully
-    masked rows and casts; this is the book's sequence of operations, in bf16.
-    """
-    n = q.shape[-2]  # as many keys as queries (checked by the caller)
-    causal = torch.ones(n, n, dtype=torch.bool, device=q.device).triu_(1)
-    with torch.autocast(q.device.type, enabled=False):
-        scores = torch.matmul(q, k.transpose(-2, -1))
-        scores.masked_fill_(causal, -torch.inf)
-        weights = torch.softmax(scores.div_(math.sqrt(k.shape[-1])), dim=-1)
-        weights = F.dropout(weights, dropout_p, training=True)
-        return torch.matmul(weights, v)
-
-
-class BF16Kernels(TorchFunctionMode):
-    """Inside bf16 autocast on the CPU: the book's loss and dropout attention with fewer passes over memory.
-
-    Redirects ``F.cross_entropy`` on bf16 logits (the book's call: two
-    arguments, mean over all tokens, no ignored targets) to
-    :class:`_ChunkedCrossEntropy`, and causal
-    ``F.scaled_dot_product_attention`` with dropout on bf16 inputs to
-    :func:`_causal_attention`. Everything else passes through unchanged.
-    """
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is F.cross_entropy and _books_loss_call(args, kwargs):
-            return _ChunkedCrossEntropy.apply(*args)
-        if func is F.scaled_dot_product_attention and _dropout_attention_call(args, kwargs):
-            return _causal_attention(*args, kwargs["dropout_p"])
-        return func(*args, **kwargs)
-
-
-_LOSS_DEFAULTS = dict(
-    weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean", label_smoothing=0.0
-)
-
-
-def _books_loss_call(args, kwargs) -> bool:
-    """``F.cross_entropy(logits, targets)`` with its defaults (it passes them on as keywords)."""
-    if len(args) != 2 or any(_LOSS_DEFAULTS.get(k, object()) != v for k, v in kwargs.items()):
-        return False
-    logits, targets = args
-    return (
-        logits.dtype == torch.bfloat16
-        and logits.device.type == "cpu"  # what was measured; CUDA keeps PyTorch's fused loss
-        and logits.dim() == 2
-        and targets.dim() == 1
-        and not targets.is_floating_point()
-        and bool((targets >= 0).all())  # no ignore_index (-100) targets
-    )
-
-
-def _dropout_attention_call(args, kwargs) -> bool:
-    """Causal attention with dropout on the CPU (CUDA's fused kernels handle dropout themselves)."""
-    if len(args) != 3 or set(kwargs) != {"dropout_p", "is_causal"}:
-        return False
-    q, k = args[:2]
-    on_cpu_bf16 = all(t.dtype == torch.bfloat16 and t.device.type == "cpu" for t in args)
-    return on_cpu_bf16 and kwargs["is_causal"] and kwargs["dropout_p"] > 0 and q.shape[-2] == k.shape[-2]
 
 
 def keep_freed_memory() -> bool:
@@ -296,8 +219,7 @@ def fast_training(
     optimizer = make_adamw(model.parameters(), device=device, **optimizer_params)
     if keep_memory and _device_type(device) == "cpu":
         keep_freed_memory()
-    # Compiled graphs are left to the compiler: no function mode around them.
-    return FastTraining(model, optimizer, autocast_context(device, bf16, kernels=not compile))
+    return FastTraining(model, optimizer, autocast_context(device, bf16))
 
 
 EVAL_TOKENS = 4096  # tokens per evaluation forward pass: bigger matmuls, bounded logits memory
@@ -362,6 +284,20 @@ def evaluate_model(model, train_loader, val_loader, device, eval_iter, autocast=
 def make_evaluator(autocast=contextlib.nullcontext):
     """``evaluate_model`` with the book's signature, bound to ``autocast``."""
     return functools.partial(evaluate_model, autocast=autocast)
+
+
+def calc_loss_batch(input_batch, target_batch, model, device):
+    """The book's ``calc_loss_batch``; on the CPU, the loss of the logits in chunks.
+
+    The book's ``F.cross_entropy(logits, targets)`` writes several tensors of
+    the logits' size, and under autocast first casts all of them to float32
+    (see :class:`_ChunkedCrossEntropy`). CUDA keeps PyTorch's fused loss.
+    """
+    input_batch, target_batch = input_batch.to(device), target_batch.to(device)
+    logits, targets = model(input_batch).flatten(0, 1), target_batch.flatten()
+    if logits.device.type == "cpu":
+        return _ChunkedCrossEntropy.apply(logits, targets)
+    return F.cross_entropy(logits, targets)
 
 
 def train_step(model, optimizer, input_batch, target_batch, device, autocast=contextlib.nullcontext):

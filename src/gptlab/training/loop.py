@@ -112,6 +112,7 @@ def train_model(
     on_stop=None,
     progress: bool = True,
     autocast=contextlib.nullcontext,
+    loss=calc_loss_batch,
     evaluate=evaluate_model,
 ) -> TrainState:
     """Train until ``num_epochs`` epochs are complete, starting from ``state``.
@@ -119,9 +120,10 @@ def train_model(
     ``on_epoch_end(state)`` runs after each epoch (save a checkpoint there).
     ``should_stop()`` is polled after every optimizer step; when it returns
     true, ``on_stop(state)`` runs and ``TrainingInterrupted`` is raised.
-    ``autocast`` (a context-manager factory) wraps each training forward pass
-    and ``evaluate`` replaces the book's ``evaluate_model`` (same signature);
-    fast mode passes its own (``gptlab.fast``), the defaults are the book's.
+    ``autocast`` (a context-manager factory) wraps each training forward pass,
+    ``loss`` and ``evaluate`` replace the book's ``calc_loss_batch`` and
+    ``evaluate_model`` (same signatures); fast mode passes its own
+    (``gptlab.fast``), the defaults are the book's.
     """
     state = state or TrainState()
     bar = _progress_bar(num_epochs, len(train_loader), state, progress)
@@ -142,6 +144,7 @@ def train_model(
         should_stop=should_stop,
         on_stop=on_stop,
         autocast=autocast,
+        loss=loss,
         evaluate=evaluate,
     )
     try:
@@ -185,6 +188,7 @@ class _Loop:
     should_stop: object = None
     on_stop: object = None
     autocast: object = contextlib.nullcontext
+    loss: object = calc_loss_batch
     evaluate: object = evaluate_model
 
     def train_epoch(self) -> None:
@@ -207,7 +211,7 @@ class _Loop:
         state = self.state
         self.optimizer.zero_grad()
         with self.autocast():
-            loss = calc_loss_batch(input_batch, target_batch, self.model, self.device)
+            loss = self.loss(input_batch, target_batch, self.model, self.device)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"the training loss is {loss.item()} at epoch {state.epoch + 1}, step "

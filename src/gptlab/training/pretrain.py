@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from ..data import create_book_loaders
+from ..fast import calc_loss_batch as fast_loss_batch
 from ..fast import fast_training, make_evaluator
 from ..io import atomic_open, library_versions, sha256_file
 from ..model import GPTModel
@@ -197,7 +198,7 @@ def _set_up(text, model_config: dict, config: TrainConfig, device: torch.device)
         optimizer = torch.optim.AdamW(model.parameters(), **adamw)
         return _Run(config, device, tokenizer, loaders, model, optimizer, {})
     model, optimizer, autocast = fast_training(model, adamw, device=device)
-    loop_options = dict(autocast=autocast, evaluate=make_evaluator(autocast))
+    loop_options = dict(autocast=autocast, loss=fast_loss_batch, evaluate=make_evaluator(autocast))
     return _Run(config, device, tokenizer, loaders, model, optimizer, loop_options)
 
 
