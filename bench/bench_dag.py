@@ -381,6 +381,11 @@ def main(argv=None) -> int:
         label = " ".join(targets)
 
     mirror = real_mirror(args.mirror) if args.gpt2_shapes == "real" else None
+    # What is timed, named before the runs: the checkout may change while they run.
+    timed = {
+        "revision": resolve(args.revision or "HEAD"),
+        "uncommitted_changes": args.revision is None and bool(git("status", "--porcelain")),
+    }
     load_before = os.getloadavg()
     results = []
     for i in range(runs):
@@ -409,8 +414,7 @@ def main(argv=None) -> int:
         "configfile": args.configfile,
         "cores": args.cores,
         "gpt2_shapes": args.gpt2_shapes,
-        "revision": resolve(args.revision or "HEAD"),
-        "uncommitted_changes": args.revision is None and bool(git("status", "--porcelain")),
+        **timed,
     }
     meta["load_average"] = {"before": load_before, "after": os.getloadavg()}
     write_table(pd.DataFrame(rows), args.out, {**meta, "targets": label, "runs": runs})
