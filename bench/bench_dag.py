@@ -79,19 +79,21 @@ def export_revision(revision: str, dest: Path) -> Path:
     return dest
 
 
-def real_mirror(folder: Path) -> Path:
+def real_mirror(folder: Path, shapes: dict | None = None) -> Path:
     """A mirror of synthetic releases at OpenAI's real shapes, one per size of the tiny study.
 
     Same layout and download path as OpenAI's (the 1558M release is 6.2 GB): what the default
     study's download, conversion, evaluation and generation jobs really cost, without the real
     weights. Written once and reused; a release is rewritten when its shape differs or when
-    its writing was interrupted (the marker file is written last).
+    its writing was interrupted (the marker file is written last). ``shapes`` (size to hparams)
+    replaces OpenAI's.
     """
     from gptlab.gpt2 import GPT2_HPARAMS
     from gptlab.testing import write_synthetic_gpt2_checkpoint
 
+    shapes = shapes or {size: GPT2_HPARAMS[size] for size in TINY_GPT2_SHAPES}
     for size, tiny in TINY_GPT2_SHAPES.items():
-        hparams, done = GPT2_HPARAMS[size], folder / size / "complete.json"
+        hparams, done = shapes[size], folder / size / "complete.json"
         if done.is_file() and json.loads(done.read_text()) == hparams:
             continue
         print(f"writing a synthetic {size} release at OpenAI's shape into {folder / size} ...", flush=True)

@@ -205,6 +205,34 @@ def test_startup_shares_per_rule_add_kernels_to_their_reports(tmp_path):
     assert share[0]["median"] == pytest.approx(5 / 18)
 
 
+def test_a_revisions_workflow_is_exported_from_git(tmp_path):
+    bench_dag = _bench_dag()
+    dest = bench_dag.export_revision("HEAD", tmp_path / "head")
+    committed = subprocess.run(["git", "show", "HEAD:Snakefile"], cwd=REPO, capture_output=True, text=True)
+    assert (dest / "Snakefile").read_text() == committed.stdout
+    assert (dest / "src" / "gptlab" / "model.py").is_file() and not (dest / "results").exists()
+    with pytest.raises(SystemExit, match="--revision no-such-rev: not a revision"):
+        bench_dag.export_revision("no-such-rev", tmp_path / "bad")
+
+
+def test_real_shape_mirror_is_written_once_and_rewritten_when_its_shape_changes(tmp_path):
+    pytest.importorskip("tensorflow")
+    bench_dag = _bench_dag()
+    small = dict(n_vocab=50257, n_ctx=16, n_embd=8, n_head=2, n_layer=1)
+    shapes = {size: small for size in bench_dag.TINY_GPT2_SHAPES}
+    mirror = bench_dag.real_mirror(tmp_path / "mirror", shapes)
+    index = mirror / "124M" / "model.ckpt.index"
+    assert json.loads((mirror / "124M" / "hparams.json").read_text()) == small
+    written = index.stat().st_mtime_ns
+    bench_dag.real_mirror(tmp_path / "mirror", shapes)  # reused
+    assert index.stat().st_mtime_ns == written
+    (mirror / "1558M" / "complete.json").unlink()  # as if its writing had been interrupted
+    wider = {**shapes, "124M": {**small, "n_embd": 16}}
+    bench_dag.real_mirror(tmp_path / "mirror", wider)
+    assert json.loads((mirror / "124M" / "hparams.json").read_text())["n_embd"] == 16
+    assert (mirror / "1558M" / "complete.json").is_file()
+
+
 def test_critical_path_is_the_longest_chain_of_dependent_jobs():
     """Jobs linked by their files: the chain with the most seconds, not the longest job or the most jobs."""
 
