@@ -120,7 +120,7 @@ class MultiHeadAttention(nn.Module):
         return self.out_proj(context_vec)
 
     def _fused_attention(self, queries, keys, values, start, num_tokens):
-        """The book's masked, scaled softmax attention (dropout on the weights) in one fused call."""
+        """The book's masked, scaled softmax attention (dropout on the weights), fused where PyTorch can."""
         dropout_p = self.dropout.p if self.training else 0.0
         if start == 0 and dropout_p > 0 and queries.device.type == "cpu":
             return self._dropout_attention(queries, keys, values)
