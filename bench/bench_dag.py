@@ -103,11 +103,17 @@ def real_mirror(folder: Path, shapes: dict | None = None) -> Path:
     return folder
 
 
-def producible(targets: list[str], configfile: str, cores: int) -> tuple[list[str], list[str]]:
-    """Split ``targets`` into those the workflow can build and those it cannot (dry runs)."""
+def producible(
+    targets: list[str],
+    configfile: str,
+    cores: int,
+    revision: str | None = None,
+    mirror: Path | None = None,
+) -> tuple[list[str], list[str]]:
+    """Split ``targets`` into those the timed workflow can build and those it cannot (dry runs)."""
     keep, dropped = list(targets), []
     with tempfile.TemporaryDirectory(prefix="bench-dag-") as tmp:
-        workdir, config = scratch_workflow(Path(tmp), configfile)
+        workdir, config = scratch_workflow(Path(tmp), configfile, revision, mirror)
         while True:
             result = snakemake(workdir, *keep, "-n", "--cores", str(cores), "--configfile", str(config))
             if result.returncode == 0:
@@ -370,11 +376,12 @@ def main(argv=None) -> int:
         parser.error(f"--configfile {args.configfile}: no such file under {REPO}")
     if shutil.which(str(Path(sys.executable).with_name("snakemake"))) is None:
         raise SystemExit("snakemake is not installed next to this Python; install the 'pipeline' extra")
+    mirror = real_mirror(args.mirror) if args.gpt2_shapes == "real" else None
     targets = args.target or ([SMOKE_TARGET] if args.smoke else [])
     label = " ".join(targets) or "all"
 
     if args.target:  # the smoke target is known to exist: no dry run needed
-        targets, dropped = producible(targets, args.configfile, args.cores)
+        targets, dropped = producible(targets, args.configfile, args.cores, args.revision, mirror)
         for t in dropped:
             print(f"skipping target {t}: the workflow has no rule that produces it (yet)")
         if not targets:
@@ -382,7 +389,6 @@ def main(argv=None) -> int:
             return 0
         label = " ".join(targets)
 
-    mirror = real_mirror(args.mirror) if args.gpt2_shapes == "real" else None
     # What is timed, named before the runs: the checkout may change while they run.
     timed = {
         "revision": resolve(args.revision or "HEAD"),
