@@ -106,24 +106,30 @@ class MultiHeadAttention(nn.Module):
 
         if self.fast:
             context_vec = self._fused_attention(queries, keys, values, start, num_tokens)
-            context_vec = context_vec.transpose(1, 2).contiguous().view(b, num_tokens, self.d_out)
-            return self.out_proj(context_vec)
+        else:
+            context_vec = self._book_attention(queries, keys, values, start, num_tokens)
+        context_vec = context_vec.transpose(1, 2).contiguous().view(b, num_tokens, self.d_out)
+        return self.out_proj(context_vec)
 
+    def _book_attention(self, queries, keys, values, start, num_tokens):
+        """The book's attention: scores, causal mask, softmax of scores / sqrt(d), dropout, x values."""
         attn_scores = queries @ keys.transpose(2, 3)
         mask_bool = self.mask[start : start + num_tokens, : start + num_tokens].bool()  # slice, then convert
         attn_scores.masked_fill_(mask_bool, -torch.inf)
         attn_weights = torch.softmax(attn_scores / keys.shape[-1] ** 0.5, dim=-1)
         attn_weights = self.dropout(attn_weights)
-
-        context_vec = (attn_weights @ values).transpose(1, 2)
-        context_vec = context_vec.contiguous().view(b, num_tokens, self.d_out)
-        return self.out_proj(context_vec)
+        return attn_weights @ values
 
     def _fused_attention(self, queries, keys, values, start, num_tokens):
         """The book's masked, scaled softmax attention (dropout on the weights), fused where PyTorch can."""
         dropout_p = self.dropout.p if self.training else 0.0
         if start == 0 and dropout_p > 0 and queries.device.type == "cpu":
-            return self._dropout_attention(queries, keys, values)
+            # PyTorch's fused CPU kernels have no dropout, and its generic fallback builds a mask,
+            # checks for fully masked rows and casts to float32: the book's operations are faster.
+            # Without autocast, they run in the inputs' dtype (softmax in bf16 too) and draw the
+            # book's dropout masks, so the data order, drawn from the same generator, is the book's.
+            with torch.autocast(queries.device.type, enabled=False):
+                return self._book_attention(queries, keys, values, start, num_tokens)
         if start == 0:  # queries and keys cover the same positions: the plain causal mask
             return F.scaled_dot_product_attention(queries, keys, values, dropout_p=dropout_p, is_causal=True)
         if num_tokens == 1:  # one new token after the cache sees every stored position
@@ -132,22 +138,6 @@ class MultiHeadAttention(nn.Module):
         # to the top-left corner, so pass the book's mask rows explicitly.
         allowed = ~self.mask[start : start + num_tokens, : start + num_tokens].bool()
         return F.scaled_dot_product_attention(queries, keys, values, attn_mask=allowed, dropout_p=dropout_p)
-
-    def _dropout_attention(self, queries, keys, values):
-        """Training on the CPU: the book's operations, in the inputs' dtype (bf16 under autocast).
-
-        PyTorch's fused CPU kernels have no dropout, and its generic fallback builds a mask,
-        checks for fully masked rows and casts to float32. The dropout mask is drawn as the
-        book's ``nn.Dropout`` draws it, so the data order, drawn later from the same generator,
-        stays the book's.
-        """
-        n = queries.shape[-2]
-        causal = torch.ones(n, n, dtype=torch.bool, device=queries.device).triu_(1)
-        with torch.autocast(queries.device.type, enabled=False):  # softmax in bf16, not float32
-            scores = queries @ keys.transpose(-2, -1)
-            scores.masked_fill_(causal, -torch.inf)
-            weights = torch.softmax(scores.div_(keys.shape[-1] ** 0.5), dim=-1)
-            return self.dropout(weights) @ values
 
 
 class LayerNorm(nn.Module):
